@@ -274,7 +274,7 @@ def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | 
     if path is None:
         raise ConfigError("no configuration: pass --config PATH or set SYNCER_CONFIG")
     p = Path(path)
-    where = p.name if len(str(path)) > 60 else str(path)
+    where = str(path)
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:

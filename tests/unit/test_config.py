@@ -1,0 +1,134 @@
+"""Every class of bad configuration gives one line naming the file, the key and the problem."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from syncer.config import Settings, load_settings, parse_duration, redact_dsn
+from syncer.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[2]
+GOOD = """
+[database]
+dsn = "postgresql://syncer:pw@127.0.0.1:5432/syncer"
+[api]
+endpoint = "https://ims.{region}.myhuaweicloud.com"
+auth = "aksk"
+page_size = 500
+[sync]
+regions = ["cn-north-4"]
+image_types = ["gold", "private"]
+delete_after_missed_sweeps = 2
+full_interval = "1h"
+delta_interval = "2m"
+[feed]
+listen = "127.0.0.1:8080"
+token = ""
+retention = "30d"
+"""
+
+
+def load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Settings:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    return load_settings(path, env or {})
+
+
+def error_of(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        load(tmp_path, text, env)
+    line = str(info.value)
+    assert "\n" not in line and str(tmp_path / "config.toml") in line
+    return line
+
+
+def test_example_config_loads() -> None:
+    s = load_settings(ROOT / "config.example.toml", {})
+    assert s.sync.regions == ("cn-north-4", "ap-southeast-1")
+    assert s.sync.image_types == ("gold", "private", "shared", "market")
+    assert s.api.page_size == 500 and s.api.auth == "aksk"
+    assert s.sync.full_interval == 3600 and s.sync.delta_interval == 120
+    assert s.feed.retention == 30 * 86400 and (s.feed.host, s.feed.port) == ("127.0.0.1", 8080)
+    assert s.warnings == ()
+
+
+def test_good_config_and_env_overrides(tmp_path: Path) -> None:
+    env = {
+        "SYNCER_DATABASE_DSN": "postgresql://other@db.internal/syncer",
+        "HUAWEICLOUD_SDK_AK": "AKAK", "HUAWEICLOUD_SDK_SK": "SKSK", "HUAWEICLOUD_SDK_PROJECT_ID": "p1",
+    }
+    s = load(tmp_path, GOOD, env)
+    assert s.database.dsn == "postgresql://other@db.internal/syncer"
+    assert (s.credentials.ak, s.credentials.sk) == ("AKAK", "SKSK")
+    s.require_credentials()
+    assert "SKSK" not in repr(s) and "AKAK" not in repr(s)
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        # missing keys
+        (lambda t: t.replace('regions = ["cn-north-4"]', ""), "sync.regions is required"),
+        (lambda t: t.replace('dsn = "postgresql://syncer:pw@127.0.0.1:5432/syncer"', ""),
+         "database.dsn is required (or set SYNCER_DATABASE_DSN)"),
+        # wrong types
+        (lambda t: t.replace("page_size = 500", 'page_size = "500"'), "api.page_size must be an integer, got a string"),
+        (lambda t: t.replace('regions = ["cn-north-4"]', 'regions = "cn-north-4"'), "sync.regions must be a list, got a string"),
+        (lambda t: t.replace("delete_after_missed_sweeps = 2", "delete_after_missed_sweeps = true"),
+         "sync.delete_after_missed_sweeps must be an integer, got a boolean"),
+        (lambda t: "feed = 3\n" + t.replace("[feed]", "[feedx]"), "feed must be a table, got an integer"),
+        # out of range and bad values
+        (lambda t: t.replace("page_size = 500", "page_size = 0"), "api.page_size must be between 1 and 1000, got 0"),
+        (lambda t: t.replace('auth = "aksk"', 'auth = "password"'), "api.auth must be one of aksk, token, none, got 'password'"),
+        (lambda t: t.replace('"gold", "private"', '"gold", "public"'), "sync.image_types has unknown type 'public'"),
+        (lambda t: t.replace('"gold", "private"', '"gold", "gold"'), "sync.image_types lists a value twice"),
+        (lambda t: t.replace('full_interval = "1h"', 'full_interval = "hourly"'), "sync.full_interval not a duration: 'hourly'"),
+        (lambda t: t.replace('listen = "127.0.0.1:8080"', 'listen = "8080"'), "feed.listen must be HOST:PORT, got '8080'"),
+        (lambda t: t.replace("https://ims.{region}", "ims.{region}"), "api.endpoint must be an http(s) URL"),
+        # bad DSNs
+        (lambda t: t.replace("postgresql://syncer:pw@127.0.0.1:5432/syncer", "mysql://x@h/db"),
+         "bad database DSN 'mysql://x@h/db': must start with postgresql://"),
+        (lambda t: t.replace("127.0.0.1:5432", "127.0.0.1:99999"), "bad database DSN"),
+        # not TOML at all
+        (lambda t: t + "\n[[[", "not valid TOML"),
+    ],
+)
+def test_bad_config_one_line(tmp_path: Path, change: object, expected: str) -> None:
+    assert callable(change)
+    assert expected in error_of(tmp_path, change(GOOD))
+
+
+def test_bad_dsn_never_shows_password(tmp_path: Path) -> None:
+    line = error_of(tmp_path, GOOD.replace("127.0.0.1:5432", "127.0.0.1:99999"))
+    assert ":pw@" not in line and "***" in line
+
+
+def test_unknown_key_warns(tmp_path: Path) -> None:
+    s = load(tmp_path, GOOD.replace("[sync]", "[sync]\nregoins = []") + "\n[extra]\nx = 1\n")
+    assert any("unknown key sync.regoins" in w for w in s.warnings)
+    assert any("unknown section [extra]" in w for w in s.warnings)
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_settings(tmp_path / "absent.toml", {})
+
+
+def test_missing_credentials(tmp_path: Path) -> None:
+    s = load(tmp_path, GOOD, {"HUAWEICLOUD_SDK_AK": "a"})
+    with pytest.raises(ConfigError, match="HUAWEICLOUD_SDK_SK not set"):
+        s.require_credentials()
+    s = load(tmp_path, GOOD, {"HUAWEICLOUD_SDK_AK": "a", "HUAWEICLOUD_SDK_SK": "b"})
+    with pytest.raises(ConfigError, match="no project id for region cn-north-4"):
+        s.require_credentials()
+    s = load(tmp_path, GOOD.replace('auth = "aksk"', 'auth = "none"'), {})
+    s.require_credentials()
+
+
+def test_durations_and_redaction() -> None:
+    assert parse_duration("1h30m") == 5400 and parse_duration("250ms") == 0.25
+    with pytest.raises(ValueError):
+        parse_duration("5 minutes")
+    assert redact_dsn("postgresql://u:secret@h:5/d") == "postgresql://u:***@h:5/d"
