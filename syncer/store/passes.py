@@ -1,0 +1,191 @@
+"""One partition pass against PostgreSQL: the lock, the sync_runs row, and the page writer.
+
+A pass holds one connection for its whole life. On it:
+- a session advisory lock on the partition, so at most one pass runs per partition across all
+  replicas and both modes (the partial unique index on sync_runs backs this up); if the
+  process dies, the connection closes and the lock goes with it, so whoever takes the lock next
+  knows any ``running`` row left behind is an orphan and closes it as failed;
+- temp tables for staging a page, the page's events, and the ids a full sweep saw.
+
+Each page is ONE transaction: prefilter (what changed?), COPY of only the changed rows, one
+set-based upsert, the watermark, and the page's events appended LAST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Literal
+
+import asyncpg
+
+from syncer.errors import DatabaseError, SyncerError
+from syncer.records import COLUMNS, ImageRecord
+from syncer.store.queries import sql
+
+PARTITION_LOCK_CLASS = 7_140_202  # first key of pg_advisory_lock(int, int) for partitions
+
+Mode = Literal["full", "delta"]
+
+
+class PartitionBusy(SyncerError):
+    """Another pass (on this or another replica) holds the partition."""
+
+
+@dataclass
+class PassCounts:
+    pages: int = 0
+    images_seen: int = 0
+    created: int = 0
+    updated: int = 0
+    deleted: int = 0
+    events: int = 0
+    written: int = 0
+
+    def add_kinds(self, kinds: Sequence[str]) -> None:
+        for kind in kinds:
+            if kind in ("created", "restored"):
+                self.created += 1
+            elif kind in ("updated", "status_changed"):
+                self.updated += 1
+            elif kind == "deleted":
+                self.deleted += 1
+        self.events += len(kinds)
+
+
+@dataclass(frozen=True)
+class SweepVerdict:
+    seen: int
+    live: int
+    tombstoned: int
+    skipped_reason: str | None = None
+
+
+@dataclass
+class PartitionPass:
+    conn: asyncpg.Connection
+    region: str
+    image_type: str
+    mode: Mode
+    run_id: int
+    started_at: datetime
+    watermark: datetime | None
+    last_full_sweep_at: datetime | None
+    counts: PassCounts = field(default_factory=PassCounts)
+    note: str | None = None
+
+    async def apply_page(self, records: Sequence[ImageRecord]) -> PassCounts:
+        """Write one page in one transaction. Returns the running counts."""
+        conn, counts = self.conn, self.counts
+        newest = max((r.updated_at for r in records if r.updated_at is not None), default=None)
+        async with conn.transaction():
+            positions = await conn.fetch(
+                sql("page_prefilter"), self.region, self.image_type,
+                [r.image_id for r in records], [r.content_hash for r in records],
+                self.mode == "full", newest,
+            )
+            if positions:
+                changed = [records[p["ord"] - 1] for p in positions]
+                await conn.copy_records_to_table("sync_stage", records=changed, columns=COLUMNS)
+                kinds = [r["kind"] for r in await conn.fetch(sql("page_upsert"), self.region, self.image_type)]
+                counts.written += len(changed)
+                if kinds:
+                    await conn.execute(sql("append_events"), self.region, self.run_id)
+                    counts.add_kinds(kinds)
+        counts.pages += 1
+        counts.images_seen += len(records)
+        if newest is not None and (self.watermark is None or newest > self.watermark):
+            self.watermark = newest
+        return counts
+
+    async def complete_full_sweep(self, *, missed_sweeps_to_delete: int, min_ratio: float) -> SweepVerdict:
+        """The listing was COMPLETE: judge absences. Only ever called after a complete sweep."""
+        assert self.mode == "full"
+        conn = self.conn
+        row = await conn.fetchrow(sql("sweep_counts"), self.region, self.image_type)
+        seen, live = int(row["seen"]), int(row["live"])
+        if live and seen < min_ratio * live:
+            reason = (
+                f"tombstoned nothing: the sweep saw {seen} images but the partition holds {live} "
+                f"live (below min_sweep_ratio {min_ratio:g})"
+            )
+            await conn.execute(sql("record_skipped_sweep"), self.region, self.image_type, reason)
+            self.note = reason
+            return SweepVerdict(seen, live, 0, reason)
+        await conn.execute(sql("analyze_seen"))
+        async with conn.transaction():
+            kinds = [r["kind"] for r in await conn.fetch(
+                sql("mark_missed"), self.region, self.image_type, self.last_full_sweep_at,
+                missed_sweeps_to_delete,
+            )]
+            await conn.execute(
+                sql("record_full_sweep"), self.region, self.image_type, self.started_at, self.run_id
+            )
+            if kinds:
+                await conn.execute(sql("append_events"), self.region, self.run_id)
+        self.counts.add_kinds(kinds)
+        return SweepVerdict(seen, live, len(kinds))
+
+    async def complete_delta(self) -> None:
+        await self.conn.execute(sql("record_delta"), self.region, self.image_type, self.started_at)
+
+
+async def _finish(conn: asyncpg.Connection, p: PartitionPass, outcome: str, error: str | None) -> None:
+    c = p.counts
+    await conn.execute(
+        sql("finish_run"), p.run_id, outcome, c.pages, c.images_seen, c.created, c.updated,
+        c.deleted, error, p.note,
+    )
+
+
+@contextlib.asynccontextmanager
+async def partition_pass(
+    pool: asyncpg.Pool, region: str, image_type: str, mode: Mode, *, worker: str
+) -> AsyncIterator[PartitionPass]:
+    """Lock the partition, open its ``running`` row, and close it as ok/failed on the way out.
+
+    Raises PartitionBusy when another pass holds the partition. An exception inside the block
+    marks the run failed (with the exception's one-line text) and propagates.
+    """
+    try:
+        conn: asyncpg.Connection = await pool.acquire()
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as e:
+        raise DatabaseError(f"cannot get a database connection: {e}") from e
+    locked = False
+    try:
+        locked = await conn.fetchval(sql("try_lock_partition"), PARTITION_LOCK_CLASS, region, image_type)
+        if not locked:
+            raise PartitionBusy(f"partition {region}/{image_type}: another pass is running")
+        await conn.execute(sql("create_work_tables"))
+        async with conn.transaction():
+            await conn.execute(sql("ensure_partition"), region, image_type)
+            await conn.fetch(sql("close_orphaned_runs"), region, image_type)
+            run = await conn.fetchrow(sql("start_run"), region, image_type, mode, worker)
+        state = await conn.fetchrow(sql("partition_state"), region, image_type)
+        p = PartitionPass(
+            conn, region, image_type, mode, run["id"], run["started_at"],
+            state["watermark"], state["last_full_sweep_at"],
+        )
+        try:
+            yield p
+        except BaseException as e:
+            message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if isinstance(e, asyncio.CancelledError):
+                message = "cancelled (shutdown)"
+            with contextlib.suppress(Exception):
+                await asyncio.shield(asyncio.wait_for(_finish(conn, p, "failed", message[:2000]), 10))
+            raise
+        else:
+            await _finish(conn, p, "ok", None)
+    finally:
+        try:
+            if locked and not conn.is_closed():
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(
+                        conn.execute(sql("unlock_partition"), PARTITION_LOCK_CLASS, region, image_type), 10
+                    )
+        finally:
+            await pool.release(conn)

@@ -1,0 +1,196 @@
+-- Every runtime query of syncer, as named blocks loaded once by syncer/store/queries.py.
+-- $n placeholders only; no value is ever formatted into this text.
+
+-- name: create_work_tables
+-- Session-private scratch space of one partition pass (temp tables: no WAL, gone with the session).
+CREATE TEMP TABLE IF NOT EXISTS sync_stage (
+    image_id text, name text, status text, visibility text, owner text, os_type text,
+    platform text, os_version text, os_bit text, disk_format text, container_format text,
+    min_ram integer, min_disk integer, size bigint, image_size bigint, virtual_env_type text,
+    protected boolean, tags text[], enterprise_project_id text, created_at timestamptz,
+    updated_at timestamptz, active_at timestamptz, raw jsonb, content_hash bytea
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS sync_page_events (
+    image_id text, kind text, old_status text, new_status text, changes jsonb
+) ON COMMIT DELETE ROWS;
+CREATE TEMP TABLE IF NOT EXISTS sync_seen (image_id text);
+TRUNCATE sync_seen;
+
+-- name: try_lock_partition
+SELECT pg_try_advisory_lock($1::int, hashtext($2::text || '/' || $3::text));
+
+-- name: unlock_partition
+SELECT pg_advisory_unlock($1::int, hashtext($2::text || '/' || $3::text));
+
+-- name: ensure_partition
+INSERT INTO ims.partitions (region, image_type) VALUES ($1, $2) ON CONFLICT DO NOTHING;
+
+-- name: partition_state
+SELECT watermark, last_full_sweep_at, complete_sweeps FROM ims.partitions
+WHERE region = $1 AND image_type = $2;
+
+-- name: close_orphaned_runs
+-- Called while holding the partition's lock: any 'running' row is one whose worker is gone.
+UPDATE ims.sync_runs
+SET outcome = 'failed', finished_at = now(),
+    error = coalesce(error, 'abandoned: its worker stopped before finishing (' || worker || ')')
+WHERE region = $1 AND image_type = $2 AND outcome = 'running'
+RETURNING id;
+
+-- name: start_run
+INSERT INTO ims.sync_runs (region, image_type, mode, worker) VALUES ($1, $2, $3, $4)
+RETURNING id, started_at;
+
+-- name: finish_run
+UPDATE ims.sync_runs
+SET finished_at = now(), outcome = $2, pages = $3, images_seen = $4, created = $5,
+    updated = $6, deleted = $7, error = $8, note = $9
+WHERE id = $1;
+
+-- name: page_prefilter
+-- One round trip per page: remember what a full sweep saw, move the watermark forward, and
+-- return the positions (1-based) of the images that need a write. An unchanged image costs
+-- nothing more.
+WITH page AS (
+    SELECT * FROM unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS p(image_id, content_hash, ord)
+), seen AS (
+    INSERT INTO sync_seen (image_id) SELECT image_id FROM page WHERE $5::boolean
+), watermark AS (
+    UPDATE ims.partitions SET watermark = $6::timestamptz
+    WHERE region = $1 AND image_type = $2 AND $6::timestamptz IS NOT NULL
+      AND (watermark IS NULL OR watermark < $6::timestamptz)
+)
+SELECT p.ord FROM page p
+LEFT JOIN ims.image_rows r ON r.region = $1 AND r.image_id = p.image_id
+WHERE r.image_id IS NULL
+   OR r.content_hash <> p.content_hash
+   OR r.deleted_at IS NOT NULL
+   OR r.missed_sweeps > 0
+   OR r.image_type <> $2;
+
+-- name: page_upsert
+-- Writes ONLY rows whose content changed (or whose liveness did), and stages exactly one event
+-- per written row that changed in a way a consumer cares about.
+WITH old AS (
+    SELECT r.image_id, r.status, r.raw, r.content_hash, r.deleted_at
+    FROM ims.image_rows r JOIN sync_stage s ON r.region = $1 AND r.image_id = s.image_id
+), up AS (
+    INSERT INTO ims.image_rows AS r (
+        region, image_id, image_type, name, status, visibility, owner, os_type, platform,
+        os_version, os_bit, disk_format, container_format, min_ram, min_disk, size, image_size,
+        virtual_env_type, protected, tags, enterprise_project_id, created_at, updated_at,
+        active_at, raw, content_hash, deleted_at)
+    SELECT $1, s.image_id, $2, s.name, s.status, s.visibility, s.owner, s.os_type, s.platform,
+        s.os_version, s.os_bit, s.disk_format, s.container_format, s.min_ram, s.min_disk, s.size,
+        s.image_size, s.virtual_env_type, s.protected, s.tags, s.enterprise_project_id,
+        s.created_at, s.updated_at, s.active_at, s.raw, s.content_hash,
+        CASE WHEN s.status = 'deleted' THEN now() END
+    FROM sync_stage s
+    ON CONFLICT (region, image_id) DO UPDATE SET
+        image_type = excluded.image_type, name = excluded.name, status = excluded.status,
+        visibility = excluded.visibility, owner = excluded.owner, os_type = excluded.os_type,
+        platform = excluded.platform, os_version = excluded.os_version, os_bit = excluded.os_bit,
+        disk_format = excluded.disk_format, container_format = excluded.container_format,
+        min_ram = excluded.min_ram, min_disk = excluded.min_disk, size = excluded.size,
+        image_size = excluded.image_size, virtual_env_type = excluded.virtual_env_type,
+        protected = excluded.protected, tags = excluded.tags,
+        enterprise_project_id = excluded.enterprise_project_id,
+        created_at = excluded.created_at, updated_at = excluded.updated_at,
+        active_at = excluded.active_at, raw = excluded.raw, content_hash = excluded.content_hash,
+        deleted_at = CASE WHEN excluded.status = 'deleted' THEN coalesce(r.deleted_at, now()) END,
+        observed_at = now(), missed_sweeps = 0, version = r.version + 1
+    WHERE r.content_hash <> excluded.content_hash
+       OR (r.deleted_at IS NOT NULL AND excluded.status IS DISTINCT FROM 'deleted')
+       OR r.missed_sweeps > 0
+       OR r.image_type <> excluded.image_type
+    RETURNING r.image_id, r.status, r.raw, r.content_hash, r.deleted_at
+), classified AS (
+    SELECT up.image_id, old.status AS old_status, up.status AS new_status,
+        CASE
+            WHEN old.image_id IS NULL
+                THEN CASE WHEN up.deleted_at IS NULL THEN 'created' ELSE 'deleted' END
+            WHEN old.deleted_at IS NOT NULL AND up.deleted_at IS NULL THEN 'restored'
+            WHEN old.deleted_at IS NULL AND up.deleted_at IS NOT NULL THEN 'deleted'
+            WHEN old.deleted_at IS NOT NULL THEN NULL   -- a tombstone listed differently: no event
+            WHEN old.status IS DISTINCT FROM up.status THEN 'status_changed'
+            WHEN old.content_hash <> up.content_hash THEN 'updated'
+        END AS kind,
+        CASE WHEN old.image_id IS NULL THEN '{}'::jsonb ELSE (
+            SELECT coalesce(jsonb_object_agg(key, jsonb_build_array(o.value, n.value)), '{}'::jsonb)
+            FROM jsonb_each(old.raw) o FULL JOIN jsonb_each(up.raw) n USING (key)
+            WHERE o.value IS DISTINCT FROM n.value) END AS changes
+    FROM up LEFT JOIN old ON old.image_id = up.image_id
+)
+INSERT INTO sync_page_events (image_id, kind, old_status, new_status, changes)
+SELECT image_id, kind, old_status, new_status, changes FROM classified WHERE kind IS NOT NULL
+RETURNING kind;
+
+-- name: append_events
+-- The LAST statement before COMMIT: the feed's advisory lock is held only from here to COMMIT.
+INSERT INTO ims.image_events (region, image_id, kind, old_status, new_status, changes, sync_run_id)
+SELECT $1, image_id, kind, old_status, new_status, changes, $2
+FROM sync_page_events ORDER BY image_id;
+
+-- name: sweep_counts
+SELECT (SELECT count(*) FROM sync_seen) AS seen,
+       (SELECT count(*) FROM ims.image_rows
+        WHERE region = $1 AND image_type = $2 AND deleted_at IS NULL) AS live;
+
+-- name: analyze_seen
+ANALYZE sync_seen;
+
+-- name: mark_missed
+-- After a COMPLETE full sweep: every live image of the partition it did not see has been missed
+-- once more; those missed by enough consecutive complete sweeps become tombstones.
+WITH missing AS (
+    SELECT r.image_id, r.status AS old_status FROM ims.image_rows r
+    WHERE r.region = $1 AND r.image_type = $2 AND r.deleted_at IS NULL
+      AND NOT EXISTS (SELECT 1 FROM sync_seen s WHERE s.image_id = r.image_id)
+), marked AS (
+    UPDATE ims.image_rows r SET
+        missed_sweeps = r.missed_sweeps + 1,
+        observed_at = CASE WHEN r.missed_sweeps = 0 AND $3::timestamptz IS NOT NULL
+                           THEN greatest(r.observed_at, $3::timestamptz) ELSE r.observed_at END,
+        deleted_at = CASE WHEN r.missed_sweeps + 1 >= $4 THEN now() END,
+        status = CASE WHEN r.missed_sweeps + 1 >= $4 THEN 'deleted' ELSE r.status END,
+        version = r.version + CASE WHEN r.missed_sweeps + 1 >= $4 THEN 1 ELSE 0 END
+    FROM missing m
+    WHERE r.region = $1 AND r.image_id = m.image_id
+    RETURNING r.image_id, m.old_status, r.deleted_at IS NOT NULL AS tombstoned
+)
+INSERT INTO sync_page_events (image_id, kind, old_status, new_status, changes)
+SELECT image_id, 'deleted', old_status, 'deleted', '{}'::jsonb FROM marked WHERE tombstoned
+RETURNING kind;
+
+-- name: record_full_sweep
+UPDATE ims.partitions
+SET last_full_sweep_at = $3, last_full_run_id = $4, complete_sweeps = complete_sweeps + 1,
+    note = NULL
+WHERE region = $1 AND image_type = $2;
+
+-- name: record_skipped_sweep
+UPDATE ims.partitions SET note = $3 WHERE region = $1 AND image_type = $2;
+
+-- name: record_delta
+UPDATE ims.partitions SET last_delta_at = $3 WHERE region = $1 AND image_type = $2;
+
+-- name: running_partitions
+SELECT DISTINCT region, image_type FROM ims.sync_runs WHERE outcome = 'running';
+
+-- name: partition_status
+SELECT p.region, p.image_type, p.watermark, p.last_full_sweep_at, p.last_delta_at,
+       p.complete_sweeps, p.note,
+       (SELECT count(*) FROM ims.image_rows r
+        WHERE r.region = p.region AND r.image_type = p.image_type AND r.deleted_at IS NULL) AS live,
+       lr.mode AS last_mode, lr.outcome AS last_outcome, lr.started_at AS last_started_at,
+       lr.finished_at AS last_finished_at, lr.error AS last_error
+FROM ims.partitions p
+LEFT JOIN LATERAL (
+    SELECT * FROM ims.sync_runs s WHERE s.region = p.region AND s.image_type = p.image_type
+    ORDER BY s.id DESC LIMIT 1) lr ON true
+ORDER BY p.region, p.image_type;
+
+-- name: recent_runs
+SELECT id, region, image_type, mode, started_at, finished_at, outcome, pages, images_seen,
+       created, updated, deleted, error, worker, note
+FROM ims.sync_runs ORDER BY id DESC LIMIT $1;
