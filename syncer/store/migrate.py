@@ -104,3 +104,9 @@ async def migrate(dsn: str, *, revision: str = "head", reader_role: str = READER
 async def downgrade(dsn: str, revision: str) -> str | None:
     await asyncio.to_thread(_run_alembic, dsn, "downgrade", revision)
     return await current_revision(dsn)
+
+
+def head_revision() -> str | None:
+    from alembic.script import ScriptDirectory
+
+    return ScriptDirectory.from_config(alembic_config("postgresql://unused/unused")).get_current_head()

@@ -1,0 +1,188 @@
+"""The `syncer` command. The only module that prints; one error funnel turns any failure into
+one line on stderr and a non-zero exit (``--debug`` shows the traceback instead)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import sys
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from syncer import __version__, logs
+from syncer.config import Settings, load_settings, redact_dsn
+from syncer.errors import SyncerError
+
+T = TypeVar("T")
+out = Console()
+err = Console(stderr=True)
+
+
+class Ctx:
+    def __init__(self, config: str | None, debug: bool) -> None:
+        self.config_path, self.debug = config, debug
+        self._settings: Settings | None = None
+
+    @property
+    def settings(self) -> Settings:
+        if self._settings is None:
+            self._settings = load_settings(self.config_path)
+            for warning in self._settings.warnings:
+                logging.getLogger("syncer.config").warning(warning)
+        return self._settings
+
+
+def fail(message: str, code: int = 1) -> None:
+    err.print(f"syncer: {message}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def funnel(fn: Callable[..., T]) -> Callable[..., T]:
+    """Every command goes through here: SyncerError → one line, exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> T:
+        obj = click.get_current_context().find_object(Ctx)
+        debug = obj is not None and obj.debug
+        try:
+            return fn(*args, **kwargs)
+        except SyncerError as e:
+            if debug:
+                raise
+            fail(str(e))
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except Exception as e:  # a bug: still one line, with a pointer to the traceback
+            if debug:
+                raise
+            fail(f"internal error: {type(e).__name__}: {e} (run with --debug for the traceback)")
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+def run_async(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "SYNCER"})
+@click.option("--config", "config", type=click.Path(dir_okay=False), envvar="SYNCER_CONFIG",
+              show_envvar=True, help="TOML configuration file (see config.example.toml).")
+@click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
+@click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default="auto",
+              show_default=True, envvar="SYNCER_LOG_FORMAT", show_envvar=True,
+              help="Log lines; auto = text on a terminal, JSON otherwise.")
+@click.option("-v", "--verbose", count=True, help="More log detail (-v info, -vv debug).")
+@click.version_option(__version__, prog_name="syncer")
+@click.pass_context
+def main(ctx: click.Context, config: str | None, debug: bool, log_format: str, verbose: int) -> None:
+    """Keep a local, queryable PostgreSQL copy of Huawei Cloud IMS image catalogs."""
+    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 or ctx.invoked_subcommand in ("run", "simulate", "demo") else logging.WARNING
+    logs.configure(level, json=None if log_format == "auto" else log_format == "json")
+    ctx.obj = Ctx(config, debug)
+
+
+@main.command()
+@click.pass_obj
+@funnel
+def migrate(obj: Ctx) -> None:
+    """Bring the database schema to the newest revision (safe to run again)."""
+    from syncer.store.migrate import migrate as do_migrate
+
+    s = obj.settings
+    result = run_async(do_migrate(s.database.dsn))
+    where = redact_dsn(s.database.dsn)
+    if result.before == result.after:
+        out.print(f"schema already at revision {result.after} ({where})", highlight=False)
+    else:
+        out.print(f"schema migrated {result.before or 'empty'} → {result.after} ({where})", highlight=False)
+    if result.reader_role == "created":
+        out.print("created role ims_reader (SELECT on the ims surface); grant it to reporting logins")
+    elif result.reader_role == "missing":
+        err.print(
+            "syncer: note: role ims_reader does not exist and this login may not create roles; "
+            "an administrator runs:", highlight=False,
+        )
+        click.echo(result.admin_sql)
+
+
+@main.command()
+@click.option("--once", is_flag=True, help="One pass over the partitions, then exit.")
+@click.option("--mode", type=click.Choice(["full", "delta"]), default="full", show_default=True)
+@click.option("--region", "regions", multiple=True, metavar="R", help="Only this region (repeatable).")
+@click.option("--type", "image_types", multiple=True, metavar="T",
+              type=click.Choice(["gold", "private", "shared", "market"]), help="Only this image type (repeatable).")
+@click.pass_obj
+@funnel
+def sync(obj: Ctx, once: bool, mode: str, regions: tuple[str, ...], image_types: tuple[str, ...]) -> None:
+    """One pass over the configured partitions (--once), with a summary at the end."""
+    if not once:
+        fail("sync needs --once (the scheduled daemon is `syncer run`)", 2)
+    from syncer.progress import sync_once
+
+    results = run_async(sync_once(obj.settings, mode, regions, image_types, out))  # type: ignore[arg-type]
+    sys.exit(0 if all(r.outcome == "ok" for r in results) else 1)
+
+
+@main.command()
+@click.pass_obj
+@funnel
+def status(obj: Ctx) -> None:
+    """Per-partition freshness and the last runs."""
+    from syncer.progress import show_status
+
+    run_async(show_status(obj.settings, out))
+
+
+@main.command()
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option("--port", default=8787, show_default=True, type=int)
+@click.option("--regions", default="cn-north-4", show_default=True, help="Comma-separated regions to serve.")
+@click.option("--images-per-partition", default=1000, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--auth", type=click.Choice(["aksk", "token", "none"]), default="none", show_default=True)
+@click.option("--change-rate", default=0.0, show_default=True, type=float,
+              help="Changes per second per partition (creations, transitions, updates, deletions).")
+@click.option("--faults", default="", help='Fault spec, e.g. "429:0.05,500:0.02,slow:0.1:2.0".')
+@funnel
+def simulate(host: str, port: int, regions: str, images_per_partition: int, seed: int, auth: str,
+             change_rate: float, faults: str) -> None:
+    """Serve the built-in IMS simulator (GET /{region}/v2/cloudimages)."""
+    from syncer.simulator.server import run_simulator_cli
+
+    run_simulator_cli(
+        host=host, port=port, regions=[r.strip() for r in regions.split(",") if r.strip()],
+        images_per_partition=images_per_partition, seed=seed, auth=auth,
+        change_rate=change_rate, faults_spec=faults,
+    )
+
+
+@main.command()
+@funnel
+def run() -> None:
+    """The daemon: scheduler, change-feed HTTP server, health and metrics (not built yet)."""
+    fail("`syncer run` (the daemon) is not built yet; use `syncer sync --once` from a scheduler", 2)
+
+
+@main.command()
+@click.option("--images-per-partition", default=2000, show_default=True, type=int)
+@funnel
+def demo(images_per_partition: int) -> None:
+    """Everything on this machine with no set-up: embedded PostgreSQL, the simulator, a sync."""
+    from syncer.demo import run_demo
+
+    run_async(run_demo(out, images_per_partition=images_per_partition))
+
+
+def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
+    t = Table(title=title, title_justify="left", header_style="bold")
+    for c in columns:
+        t.add_column(c)
+    for r in rows:
+        t.add_row(*["" if v is None else str(v) for v in r])
+    return t
