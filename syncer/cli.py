@@ -70,19 +70,41 @@ def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "SYNCER"})
-@click.option("--config", "config", type=click.Path(dir_okay=False), envvar="SYNCER_CONFIG",
-              show_envvar=True, help="TOML configuration file (see config.example.toml).")
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "auto_envvar_prefix": "SYNCER"}
+)
+@click.option(
+    "--config",
+    "config",
+    type=click.Path(dir_okay=False),
+    envvar="SYNCER_CONFIG",
+    show_envvar=True,
+    help="TOML configuration file (see config.example.toml).",
+)
 @click.option("--debug", is_flag=True, help="Show tracebacks instead of one-line errors.")
-@click.option("--log-format", type=click.Choice(["auto", "text", "json"]), default="auto",
-              show_default=True, envvar="SYNCER_LOG_FORMAT", show_envvar=True,
-              help="Log lines; auto = text on a terminal, JSON otherwise.")
+@click.option(
+    "--log-format",
+    type=click.Choice(["auto", "text", "json"]),
+    default="auto",
+    show_default=True,
+    envvar="SYNCER_LOG_FORMAT",
+    show_envvar=True,
+    help="Log lines; auto = text on a terminal, JSON otherwise.",
+)
 @click.option("-v", "--verbose", count=True, help="More log detail (-v info, -vv debug).")
 @click.version_option(__version__, prog_name="syncer")
 @click.pass_context
-def main(ctx: click.Context, config: str | None, debug: bool, log_format: str, verbose: int) -> None:
+def main(
+    ctx: click.Context, config: str | None, debug: bool, log_format: str, verbose: int
+) -> None:
     """Keep a local, queryable PostgreSQL copy of Huawei Cloud IMS image catalogs."""
-    level = logging.DEBUG if verbose >= 2 else logging.INFO if verbose == 1 or ctx.invoked_subcommand in ("run", "simulate", "demo") else logging.WARNING
+    level = (
+        logging.DEBUG
+        if verbose >= 2
+        else logging.INFO
+        if verbose == 1 or ctx.invoked_subcommand in ("run", "simulate", "demo")
+        else logging.WARNING
+    )
     logs.configure(level, json=None if log_format == "auto" else log_format == "json")
     ctx.obj = Ctx(config, debug)
 
@@ -100,13 +122,19 @@ def migrate(obj: Ctx) -> None:
     if result.before == result.after:
         out.print(f"schema already at revision {result.after} ({where})", highlight=False)
     else:
-        out.print(f"schema migrated {result.before or 'empty'} → {result.after} ({where})", highlight=False)
+        out.print(
+            f"schema migrated {result.before or 'empty'} → {result.after} ({where})",
+            highlight=False,
+        )
     if result.reader_role == "created":
-        out.print("created role ims_reader (SELECT on the ims surface); grant it to reporting logins")
+        out.print(
+            "created role ims_reader (SELECT on the ims surface); grant it to reporting logins"
+        )
     elif result.reader_role == "missing":
         err.print(
             "syncer: note: role ims_reader does not exist and this login may not create roles; "
-            "an administrator runs:", highlight=False,
+            "an administrator runs:",
+            highlight=False,
         )
         click.echo(result.admin_sql)
 
@@ -114,12 +142,22 @@ def migrate(obj: Ctx) -> None:
 @main.command()
 @click.option("--once", is_flag=True, help="One pass over the partitions, then exit.")
 @click.option("--mode", type=click.Choice(["full", "delta"]), default="full", show_default=True)
-@click.option("--region", "regions", multiple=True, metavar="R", help="Only this region (repeatable).")
-@click.option("--type", "image_types", multiple=True, metavar="T",
-              type=click.Choice(["gold", "private", "shared", "market"]), help="Only this image type (repeatable).")
+@click.option(
+    "--region", "regions", multiple=True, metavar="R", help="Only this region (repeatable)."
+)
+@click.option(
+    "--type",
+    "image_types",
+    multiple=True,
+    metavar="T",
+    type=click.Choice(["gold", "private", "shared", "market"]),
+    help="Only this image type (repeatable).",
+)
 @click.pass_obj
 @funnel
-def sync(obj: Ctx, once: bool, mode: str, regions: tuple[str, ...], image_types: tuple[str, ...]) -> None:
+def sync(
+    obj: Ctx, once: bool, mode: str, regions: tuple[str, ...], image_types: tuple[str, ...]
+) -> None:
     """One pass over the configured partitions (--once), with a summary at the end."""
     if not once:
         fail("sync needs --once (the scheduled daemon is `syncer run`)", 2)
@@ -140,25 +178,49 @@ def status(obj: Ctx) -> None:
 
 
 @main.command()
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default).")
+@click.option(
+    "--host", default="127.0.0.1", show_default=True, help="Address to bind (loopback by default)."
+)
 @click.option("--port", default=8787, show_default=True, type=int)
-@click.option("--regions", default="cn-north-4", show_default=True, help="Comma-separated regions to serve.")
+@click.option(
+    "--regions", default="cn-north-4", show_default=True, help="Comma-separated regions to serve."
+)
 @click.option("--images-per-partition", default=1000, show_default=True, type=int)
 @click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--auth", type=click.Choice(["aksk", "token", "none"]), default="none", show_default=True)
-@click.option("--change-rate", default=0.0, show_default=True, type=float,
-              help="Changes per second per partition (creations, transitions, updates, deletions).")
+@click.option(
+    "--auth", type=click.Choice(["aksk", "token", "none"]), default="none", show_default=True
+)
+@click.option(
+    "--change-rate",
+    default=0.0,
+    show_default=True,
+    type=float,
+    help="Changes per second per partition (creations, transitions, updates, deletions).",
+)
 @click.option("--faults", default="", help='Fault spec, e.g. "429:0.05,500:0.02,slow:0.1:2.0".')
 @funnel
-def simulate(host: str, port: int, regions: str, images_per_partition: int, seed: int, auth: str,
-             change_rate: float, faults: str) -> None:
+def simulate(
+    host: str,
+    port: int,
+    regions: str,
+    images_per_partition: int,
+    seed: int,
+    auth: str,
+    change_rate: float,
+    faults: str,
+) -> None:
     """Serve the built-in IMS simulator (GET /{region}/v2/cloudimages)."""
     from syncer.simulator.server import run_simulator_cli
 
     run_simulator_cli(
-        host=host, port=port, regions=[r.strip() for r in regions.split(",") if r.strip()],
-        images_per_partition=images_per_partition, seed=seed, auth=auth,
-        change_rate=change_rate, faults_spec=faults,
+        host=host,
+        port=port,
+        regions=[r.strip() for r in regions.split(",") if r.strip()],
+        images_per_partition=images_per_partition,
+        seed=seed,
+        auth=auth,
+        change_rate=change_rate,
+        faults_spec=faults,
     )
 
 

@@ -58,8 +58,8 @@ class ApiSettings:
     page_size: int = 500
     request_timeout: float = 30.0
     max_attempts: int = 6
-    max_concurrency: int = 16          # global cap on requests in flight
-    region_concurrency: int = 4        # start (and ceiling) of the adaptive limit per endpoint
+    max_concurrency: int = 16  # global cap on requests in flight
+    region_concurrency: int = 4  # start (and ceiling) of the adaptive limit per endpoint
     project_ids: Mapping[str, str] = field(default_factory=dict)
     iam_endpoint: str = "https://iam.{region}.myhuaweicloud.com"
 
@@ -76,7 +76,7 @@ class SyncSettings:
     full_interval: float = 3600.0
     delta_interval: float = 120.0
     delta_overlap: float = 300.0
-    min_sweep_ratio: float = 0.5       # a complete sweep seeing fewer live images tombstones nothing
+    min_sweep_ratio: float = 0.5  # a complete sweep seeing fewer live images tombstones nothing
     partition_concurrency: int = 4
 
 
@@ -138,15 +138,20 @@ class Settings:
         """Fail early, in one line, when the chosen auth mode lacks what it needs."""
         c, where = self.credentials, self.source
         if self.api.auth == "aksk":
-            missing = [n for n, v in (("HUAWEICLOUD_SDK_AK", c.ak), ("HUAWEICLOUD_SDK_SK", c.sk)) if not v]
+            missing = [
+                n for n, v in (("HUAWEICLOUD_SDK_AK", c.ak), ("HUAWEICLOUD_SDK_SK", c.sk)) if not v
+            ]
             if missing:
-                raise ConfigError(f"{where}: api.auth is 'aksk' but {' and '.join(missing)} not set in the environment")
+                raise ConfigError(
+                    f"{where}: api.auth is 'aksk' but {' and '.join(missing)} "
+                    "not set in the environment"
+                )
         if self.api.auth in ("aksk", "token"):
             lacking = [r for r in self.sync.regions if not c.project_for(r, self.api)]
             if lacking:
                 raise ConfigError(
-                    f"{where}: no project id for region {lacking[0]}: set HUAWEICLOUD_SDK_PROJECT_ID "
-                    "or [api.project_ids]"
+                    f"{where}: no project id for region {lacking[0]}: "
+                    "set HUAWEICLOUD_SDK_PROJECT_ID or [api.project_ids]"
                 )
         if self.api.auth == "token" and not (c.token or (c.username and c.password and c.domain)):
             raise ConfigError(
@@ -172,14 +177,25 @@ def redact_dsn(dsn: str) -> str:
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     "database": {"dsn": str, "pool_size": int, "connect_timeout": (int, float)},
     "api": {
-        "endpoint": str, "auth": str, "page_size": int, "request_timeout": (int, float),
-        "max_attempts": int, "max_concurrency": int, "region_concurrency": int,
-        "project_ids": dict, "iam_endpoint": str,
+        "endpoint": str,
+        "auth": str,
+        "page_size": int,
+        "request_timeout": (int, float),
+        "max_attempts": int,
+        "max_concurrency": int,
+        "region_concurrency": int,
+        "project_ids": dict,
+        "iam_endpoint": str,
     },
     "sync": {
-        "regions": list, "image_types": list, "delete_after_missed_sweeps": int,
-        "full_interval": str, "delta_interval": str, "delta_overlap": str,
-        "min_sweep_ratio": (int, float), "partition_concurrency": int,
+        "regions": list,
+        "image_types": list,
+        "delete_after_missed_sweeps": int,
+        "full_interval": str,
+        "delta_interval": str,
+        "delta_overlap": str,
+        "min_sweep_ratio": (int, float),
+        "partition_concurrency": int,
     },
     "feed": {"listen": str, "token": str, "retention": str},
 }
@@ -205,7 +221,9 @@ class _Reader:
                 if expected is None:
                     self.warnings.append(f"{self.where}: unknown key {section}.{key} ignored")
                 elif isinstance(v, bool) or not isinstance(v, expected):
-                    raise self.fail(f"{section}.{key}", f"must be {_type_name(expected)}, got {_kind(v)}")
+                    raise self.fail(
+                        f"{section}.{key}", f"must be {_type_name(expected)}, got {_kind(v)}"
+                    )
         for section, key in _REQUIRED:
             if key not in self.data.get(section, {}):
                 raise self.fail(f"{section}.{key}", "is required")
@@ -241,8 +259,14 @@ class _Reader:
 
 
 def _kind(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(v), type(v).__name__)
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
@@ -266,11 +290,15 @@ def validate_dsn(dsn: str, where: str) -> str:
     return dsn
 
 
-def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None) -> Settings:
+def load_settings(
+    path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
+) -> Settings:
     """Read, validate and freeze the configuration. Raises ConfigError with one line."""
     env = os.environ if env is None else env
     if path is None:
-        path = env.get("SYNCER_CONFIG") or next((p for p in DEFAULT_CONFIG_PATHS if Path(p).exists()), None)
+        path = env.get("SYNCER_CONFIG") or next(
+            (p for p in DEFAULT_CONFIG_PATHS if Path(p).exists()), None
+        )
     if path is None:
         raise ConfigError("no configuration: pass --config PATH or set SYNCER_CONFIG")
     p = Path(path)
@@ -288,7 +316,9 @@ def load_settings(path: str | os.PathLike[str] | None, env: Mapping[str, str] | 
     return settings_from_mapping(data, env, where)
 
 
-def settings_from_mapping(data: dict[str, Any], env: Mapping[str, str], where: str = "<config>") -> Settings:
+def settings_from_mapping(
+    data: dict[str, Any], env: Mapping[str, str], where: str = "<config>"
+) -> Settings:
     r = _Reader(where, data)
     r.check_shape()
 
@@ -302,7 +332,10 @@ def settings_from_mapping(data: dict[str, Any], env: Mapping[str, str], where: s
     )
 
     endpoint = r.get("api", "endpoint", ApiSettings.endpoint)
-    if urlsplit(endpoint).scheme not in ("http", "https") or not urlsplit(endpoint.replace("{region}", "r")).hostname:
+    if (
+        urlsplit(endpoint).scheme not in ("http", "https")
+        or not urlsplit(endpoint.replace("{region}", "r")).hostname
+    ):
         raise r.fail("api.endpoint", f"must be an http(s) URL, got {endpoint!r}")
     auth = r.get("api", "auth", "aksk")
     if auth not in AUTH_MODES:
@@ -336,7 +369,9 @@ def settings_from_mapping(data: dict[str, Any], env: Mapping[str, str], where: s
         raise r.fail("sync.image_types", "must list at least one image type")
     for t in image_types:
         if t not in IMAGE_TYPES:
-            raise r.fail("sync.image_types", f"has unknown type {t!r} (known: {', '.join(IMAGE_TYPES)})")
+            raise r.fail(
+                "sync.image_types", f"has unknown type {t!r} (known: {', '.join(IMAGE_TYPES)})"
+            )
     ratio = float(r.get("sync", "min_sweep_ratio", 0.5))
     if not 0.0 <= ratio <= 1.0:
         raise r.fail("sync.min_sweep_ratio", f"must be between 0 and 1, got {ratio}")
@@ -361,6 +396,11 @@ def settings_from_mapping(data: dict[str, Any], env: Mapping[str, str], where: s
         retention=r.duration("feed", "retention", 30 * 86400.0, minimum=60.0),
     )
     return Settings(
-        database=database, api=api, sync=sync, feed=feed,
-        credentials=Credentials.from_env(env), source=where, warnings=tuple(r.warnings),
+        database=database,
+        api=api,
+        sync=sync,
+        feed=feed,
+        credentials=Credentials.from_env(env),
+        source=where,
+        warnings=tuple(r.warnings),
     )

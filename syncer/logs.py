@@ -13,11 +13,17 @@ from typing import Any
 
 import orjson
 
-_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime", "taskName"}
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")}
+    return {
+        k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
+    }
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,7 +44,9 @@ class LineFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         fields = " ".join(f"{k}={v}" for k, v in _fields(record).items() if v is not None)
         ts = datetime.fromtimestamp(record.created).strftime("%H:%M:%S")
-        return f"{ts} {record.levelname:<7} {record.getMessage()}" + (f"  {fields}" if fields else "")
+        return f"{ts} {record.levelname:<7} {record.getMessage()}" + (
+            f"  {fields}" if fields else ""
+        )
 
 
 def configure(level: int = logging.INFO, *, json: bool | None = None) -> None:

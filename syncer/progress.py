@@ -29,44 +29,88 @@ class TerminalProgress:
         self.tasks: dict[Partition, TaskID] = {}
 
     def _describe(self, partition: Partition, state: str, c: PassCounts) -> str:
-        return (f"{partition.name:<28} {state:<8} pages {c.pages:>5}  images {c.images_seen:>8}  "
-                f"events {c.events:>6}")
+        return (
+            f"{partition.name:<28} {state:<8} pages {c.pages:>5}  images {c.images_seen:>8}  "
+            f"events {c.events:>6}"
+        )
 
     def started(self, partition: Partition, mode: Mode) -> None:
-        self.tasks[partition] = self.progress.add_task(self._describe(partition, mode, PassCounts()), total=None)
+        self.tasks[partition] = self.progress.add_task(
+            self._describe(partition, mode, PassCounts()), total=None
+        )
 
     def page(self, partition: Partition, counts: PassCounts) -> None:
-        self.progress.update(self.tasks[partition], description=self._describe(partition, "syncing", counts))
+        self.progress.update(
+            self.tasks[partition], description=self._describe(partition, "syncing", counts)
+        )
 
     def finished(self, result: PassResult) -> None:
         task = self.tasks.get(result.partition)
         if task is None:
             task = self.tasks[result.partition] = self.progress.add_task("", total=None)
-        self.progress.update(task, description=self._describe(result.partition, result.outcome, result.counts),
-                             total=1, completed=1)
+        self.progress.update(
+            task,
+            description=self._describe(result.partition, result.outcome, result.counts),
+            total=1,
+            completed=1,
+        )
 
 
 def summary(results: Sequence[PassResult], mode: str) -> Table:
     t = Table(title=f"{mode} sync", title_justify="left", header_style="bold")
-    for col in ("partition", "outcome", "pages", "images", "created", "updated", "deleted", "seconds", "note / error"):
-        t.add_column(col, justify="right" if col in ("pages", "images", "created", "updated", "deleted", "seconds") else "left")
+    for col in (
+        "partition",
+        "outcome",
+        "pages",
+        "images",
+        "created",
+        "updated",
+        "deleted",
+        "seconds",
+        "note / error",
+    ):
+        t.add_column(
+            col,
+            justify="right"
+            if col in ("pages", "images", "created", "updated", "deleted", "seconds")
+            else "left",
+        )
     for r in sorted(results, key=lambda r: r.partition):
         c = r.counts
         style = {"ok": "green", "failed": "red", "busy": "yellow"}[r.outcome]
-        t.add_row(r.partition.name, f"[{style}]{r.outcome}[/]", str(c.pages), str(c.images_seen), str(c.created),
-                  str(c.updated), str(c.deleted), f"{r.seconds:.1f}", r.error or r.note or "")
+        t.add_row(
+            r.partition.name,
+            f"[{style}]{r.outcome}[/]",
+            str(c.pages),
+            str(c.images_seen),
+            str(c.created),
+            str(c.updated),
+            str(c.deleted),
+            f"{r.seconds:.1f}",
+            r.error or r.note or "",
+        )
     return t
 
 
-async def sync_once(settings: Settings, mode: Mode, regions: Sequence[str], image_types: Sequence[str],
-                    console: Console) -> list[PassResult]:
+async def sync_once(
+    settings: Settings,
+    mode: Mode,
+    regions: Sequence[str],
+    image_types: Sequence[str],
+    console: Console,
+) -> list[PassResult]:
     partitions = plan_partitions(settings, regions, image_types)
     async with open_app(settings) as app:
         if console.is_terminal:
-            with Progress(TextColumn("{task.description}"), TimeElapsedColumn(), console=console,
-                          transient=False) as bar:
-                results = await run_passes(app.pool, app.client, partitions, mode, settings,
-                                           progress=TerminalProgress(bar))
+            with Progress(
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=False,
+            ) as bar:
+                results = await run_passes(
+                    app.pool, app.client, partitions, mode, settings, progress=TerminalProgress(bar)
+                )
         else:
             logging.getLogger("syncer").setLevel(logging.INFO)
             results = await run_passes(app.pool, app.client, partitions, mode, settings)
@@ -88,23 +132,63 @@ def _age(ts: datetime | None) -> str:
 
 
 async def show_status(settings: Settings, console: Console) -> None:
-    async with pool_session(settings.database.dsn, size=2, connect_timeout=settings.database.connect_timeout) as pool:
+    async with pool_session(
+        settings.database.dsn, size=2, connect_timeout=settings.database.connect_timeout
+    ) as pool:
         await ensure_schema(pool)
         parts = await partition_status(pool)
         runs = await recent_runs(pool, 10)
     t = Table(title="partitions", title_justify="left", header_style="bold")
-    for col in ("partition", "live images", "last full sweep", "last delta", "watermark", "last run", "note / error"):
+    for col in (
+        "partition",
+        "live images",
+        "last full sweep",
+        "last delta",
+        "watermark",
+        "last run",
+        "note / error",
+    ):
         t.add_column(col)
     for p in parts:
-        last: Any = p["last_outcome"] and f"{p['last_mode']} {p['last_outcome']} {_age(p['last_started_at'])}"
-        t.add_row(f"{p['region']}/{p['image_type']}", str(p["live"]), _age(p["last_full_sweep_at"]),
-                  _age(p["last_delta_at"]), str(p["watermark"] or ""), last or "", p["last_error"] or p["note"] or "")
+        last: Any = (
+            p["last_outcome"]
+            and f"{p['last_mode']} {p['last_outcome']} {_age(p['last_started_at'])}"
+        )
+        t.add_row(
+            f"{p['region']}/{p['image_type']}",
+            str(p["live"]),
+            _age(p["last_full_sweep_at"]),
+            _age(p["last_delta_at"]),
+            str(p["watermark"] or ""),
+            last or "",
+            p["last_error"] or p["note"] or "",
+        )
     console.print(t)
     r = Table(title="last runs", title_justify="left", header_style="bold")
-    for col in ("id", "partition", "mode", "outcome", "started", "pages", "images", "c/u/d", "worker", "error"):
+    for col in (
+        "id",
+        "partition",
+        "mode",
+        "outcome",
+        "started",
+        "pages",
+        "images",
+        "c/u/d",
+        "worker",
+        "error",
+    ):
         r.add_column(col)
     for run in runs:
-        r.add_row(str(run["id"]), f"{run['region']}/{run['image_type']}", run["mode"], run["outcome"],
-                  _age(run["started_at"]), str(run["pages"]), str(run["images_seen"]),
-                  f"{run['created']}/{run['updated']}/{run['deleted']}", run["worker"], run["error"] or "")
+        r.add_row(
+            str(run["id"]),
+            f"{run['region']}/{run['image_type']}",
+            run["mode"],
+            run["outcome"],
+            _age(run["started_at"]),
+            str(run["pages"]),
+            str(run["images_seen"]),
+            f"{run['created']}/{run['updated']}/{run['deleted']}",
+            run["worker"],
+            run["error"] or "",
+        )
     console.print(r)

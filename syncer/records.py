@@ -18,11 +18,32 @@ from syncer.errors import MalformedResponse
 
 # Column order of the staging table (see syncer/store/queries.sql).
 COLUMNS = (
-    "image_id", "name", "status", "visibility", "owner", "os_type", "platform", "os_version",
-    "os_bit", "disk_format", "container_format", "min_ram", "min_disk", "size", "image_size",
-    "virtual_env_type", "protected", "tags", "enterprise_project_id", "created_at",
-    "updated_at", "active_at", "raw", "content_hash",
+    "image_id",
+    "name",
+    "status",
+    "visibility",
+    "owner",
+    "os_type",
+    "platform",
+    "os_version",
+    "os_bit",
+    "disk_format",
+    "container_format",
+    "min_ram",
+    "min_disk",
+    "size",
+    "image_size",
+    "virtual_env_type",
+    "protected",
+    "tags",
+    "enterprise_project_id",
+    "created_at",
+    "updated_at",
+    "active_at",
+    "raw",
+    "content_hash",
 )
+
 
 class ImageRecord(NamedTuple):
     image_id: str
@@ -50,11 +71,14 @@ class ImageRecord(NamedTuple):
     raw: bytes
     content_hash: bytes
 
+
 _INT32 = 2**31 - 1
 _INT64 = 2**63 - 1
 
+
 def _str(v: Any) -> str | None:
     return v if isinstance(v, str) else None
+
 
 def _int(v: Any, limit: int) -> int | None:
     if isinstance(v, bool):
@@ -66,12 +90,14 @@ def _int(v: Any, limit: int) -> int | None:
         v = int(v)
     return v if isinstance(v, int) and -limit <= v <= limit else None
 
+
 def _bool(v: Any) -> bool | None:
     if isinstance(v, bool):
         return v
     if isinstance(v, str) and v.lower() in ("true", "false"):
         return v.lower() == "true"
     return None
+
 
 def parse_time(v: Any) -> datetime | None:
     """``2018-09-06T14:03:27Z`` (or with an offset, or ``yyyy-MM-dd hh:mm:ss`` as UTC)."""
@@ -85,13 +111,16 @@ def parse_time(v: Any) -> datetime | None:
         dt = dt.replace(tzinfo=UTC)
     return dt
 
+
 def _tags(v: Any) -> list[str] | None:
     if isinstance(v, list) and all(isinstance(t, str) for t in v):
         return v
     return None
 
+
 def content_hash(obj: dict[str, Any]) -> bytes:
     return hashlib.blake2b(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+
 
 def image_id_of(obj: Any) -> str | None:
     if isinstance(obj, dict):
@@ -100,11 +129,14 @@ def image_id_of(obj: Any) -> str | None:
             return v
     return None
 
+
 def to_record(obj: Any, *, partition: str = "", position: int | None = None) -> ImageRecord:
     image_id = image_id_of(obj)
     if image_id is None:
         where = f" at position {position}" if position is not None else ""
-        raise MalformedResponse(f"image object without a usable id{where}", partition=partition or None)
+        raise MalformedResponse(
+            f"image object without a usable id{where}", partition=partition or None
+        )
     g = obj.get
     return ImageRecord(
         image_id=image_id,
@@ -132,6 +164,7 @@ def to_record(obj: Any, *, partition: str = "", position: int | None = None) -> 
         raw=orjson.dumps(obj),
         content_hash=content_hash(obj),
     )
+
 
 def to_records(objs: list[Any], *, partition: str = "") -> list[ImageRecord]:
     """A whole page; one bad object refuses the page."""

@@ -60,7 +60,10 @@ async def template_db(pg_server: PgServer) -> str:
     conn = await asyncpg.connect(pg_server.admin_dsn)
     try:
         await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE} WITH (FORCE)")
-        for role, opts in ((OWNER, "LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB"), ("ims_reader", "NOLOGIN")):
+        for role, opts in (
+            (OWNER, "LOGIN NOSUPERUSER NOCREATEROLE NOCREATEDB"),
+            ("ims_reader", "NOLOGIN"),
+        ):
             if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
                 await conn.execute(f"CREATE ROLE {role} {opts}")
         await conn.execute(f"CREATE DATABASE {TEMPLATE} OWNER {OWNER}")

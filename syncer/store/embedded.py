@@ -80,7 +80,9 @@ def _run_as() -> pwd.struct_passwd | None:
     for name in ("postgres", "pgserver", "nobody"):
         with contextlib.suppress(KeyError):
             return pwd.getpwnam(name)
-    raise DatabaseError("running as root and no unprivileged user (postgres, nobody) to run PostgreSQL")
+    raise DatabaseError(
+        "running as root and no unprivileged user (postgres, nobody) to run PostgreSQL"
+    )
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
@@ -139,28 +141,59 @@ class EmbeddedPostgres:
         (self.root / "run").mkdir(exist_ok=True)
         self._chown(self.root / "run")
         if not (self.data / "PG_VERSION").exists():
-            cmd = [self.binaries["initdb"], "-D", str(self.data), "-U", "postgres", "-A", "trust",
-                   "-E", "UTF8", "--no-locale"]
+            cmd = [
+                self.binaries["initdb"],
+                "-D",
+                str(self.data),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-locale",
+            ]
             if not self.durable:
                 cmd.append("--no-sync")
             done = subprocess.run(cmd, capture_output=True, cwd=self.root, **self._popen_kwargs())  # type: ignore[call-overload]
             if done.returncode != 0:
                 tail = done.stderr.decode(errors="replace").strip().splitlines()[-1:]
-                raise DatabaseError(f"initdb failed ({self.binaries.source} binaries): {' '.join(tail)}")
+                raise DatabaseError(
+                    f"initdb failed ({self.binaries.source} binaries): {' '.join(tail)}"
+                )
         args = [
-            self.binaries["postgres"], "-D", str(self.data), "-p", str(self.port),
-            "-k", str(self.root / "run"), "-c", "listen_addresses=127.0.0.1",
-            "-c", "max_connections=200", "-c", "shared_buffers=128MB",
+            self.binaries["postgres"],
+            "-D",
+            str(self.data),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.root / "run"),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=128MB",
         ]
         if not self.durable:
-            args += ["-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off"]
+            args += [
+                "-c",
+                "fsync=off",
+                "-c",
+                "synchronous_commit=off",
+                "-c",
+                "full_page_writes=off",
+            ]
         logfile = open(self.root / "postgres.log", "ab")  # noqa: SIM115 - owned by the process
         self._proc = subprocess.Popen(  # type: ignore[call-overload]
             args, stdout=logfile, stderr=subprocess.STDOUT, cwd=self.root, **self._popen_kwargs()
         )
         logfile.close()
         self._wait_ready()
-        log.info("embedded PostgreSQL started", extra={"port": self.port, "source": self.binaries.source})
+        log.info(
+            "embedded PostgreSQL started", extra={"port": self.port, "source": self.binaries.source}
+        )
         return self
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
@@ -176,7 +209,9 @@ class EmbeddedPostgres:
                     return
             time.sleep(0.05)
         self.stop()
-        raise DatabaseError(f"embedded PostgreSQL not ready after {timeout:.0f}s: {self.log_tail()}")
+        raise DatabaseError(
+            f"embedded PostgreSQL not ready after {timeout:.0f}s: {self.log_tail()}"
+        )
 
     def log_tail(self) -> str:
         try:

@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from importlib.resources import files
 from pathlib import Path
 
 import asyncpg
 from alembic import command
 from alembic.config import Config
-from alembic.runtime.migration import MigrationContext  # noqa: F401  (documented API users rely on)
 
 from syncer.errors import MigrationError
 from syncer.store.pool import connect, describe
@@ -27,15 +27,15 @@ SURFACE = ("ims.images", "ims.current_images", "ims.image_events", "ims.sync_run
 class MigrateResult:
     before: str | None
     after: str | None
-    reader_role: str          # "created", "present" or "missing"
-    admin_sql: str | None     # what an administrator runs when the role is missing
+    reader_role: str  # "created", "present" or "missing"
+    admin_sql: str | None  # what an administrator runs when the role is missing
 
 
 def alembic_config(dsn: str) -> Config:
-    import syncer.migrations
-
     cfg = Config()
-    cfg.set_main_option("script_location", str(Path(syncer.migrations.__file__).parent))
+    # `migrations/` ships as the package syncer.migrations (see pyproject.toml)
+    location = Path(str(files("syncer.migrations").joinpath("env.py"))).parent
+    cfg.set_main_option("script_location", str(location))
     url = dsn.replace("postgresql://", "postgresql+asyncpg://", 1).replace(
         "postgres://", "postgresql+asyncpg://", 1
     )
@@ -44,14 +44,20 @@ def alembic_config(dsn: str) -> Config:
 
 
 def grant_sql(role: str = READER_ROLE) -> list[str]:
-    return [f"GRANT USAGE ON SCHEMA ims TO {role}"] + [f"GRANT SELECT ON {t} TO {role}" for t in SURFACE]
+    return [f"GRANT USAGE ON SCHEMA ims TO {role}"] + [
+        f"GRANT SELECT ON {t} TO {role}" for t in SURFACE
+    ]
 
 
 async def current_revision(dsn: str) -> str | None:
     conn = await connect(dsn)
     try:
         exists = await conn.fetchval("SELECT to_regclass('public.alembic_version') IS NOT NULL")
-        return await conn.fetchval("SELECT version_num FROM public.alembic_version") if exists else None
+        return (
+            await conn.fetchval("SELECT version_num FROM public.alembic_version")
+            if exists
+            else None
+        )
     finally:
         await conn.close()
 
@@ -89,10 +95,14 @@ def _run_alembic(dsn: str, action: str, revision: str) -> None:
     except Exception as e:  # alembic and the driver raise many kinds; one line for a person
         cause = e.__cause__ or e
         msg = str(getattr(cause, "orig", None) or cause).strip().splitlines()
-        raise MigrationError(f"{action} to {revision} failed: {msg[0] if msg else type(cause).__name__}") from e
+        raise MigrationError(
+            f"{action} to {revision} failed: {msg[0] if msg else type(cause).__name__}"
+        ) from e
 
 
-async def migrate(dsn: str, *, revision: str = "head", reader_role: str = READER_ROLE) -> MigrateResult:
+async def migrate(
+    dsn: str, *, revision: str = "head", reader_role: str = READER_ROLE
+) -> MigrateResult:
     """Bring the schema to ``revision`` (default: newest); safe to run again."""
     before = await current_revision(dsn)
     await asyncio.to_thread(_run_alembic, dsn, "upgrade", revision)
@@ -109,4 +119,6 @@ async def downgrade(dsn: str, revision: str) -> str | None:
 def head_revision() -> str | None:
     from alembic.script import ScriptDirectory
 
-    return ScriptDirectory.from_config(alembic_config("postgresql://unused/unused")).get_current_head()
+    return ScriptDirectory.from_config(
+        alembic_config("postgresql://unused/unused")
+    ).get_current_head()

@@ -83,14 +83,21 @@ class PartitionPass:
         newest = max((r.updated_at for r in records if r.updated_at is not None), default=None)
         async with conn.transaction():
             positions = await conn.fetch(
-                sql("page_prefilter"), self.region, self.image_type,
-                [r.image_id for r in records], [r.content_hash for r in records],
-                self.mode == "full", newest,
+                sql("page_prefilter"),
+                self.region,
+                self.image_type,
+                [r.image_id for r in records],
+                [r.content_hash for r in records],
+                self.mode == "full",
+                newest,
             )
             if positions:
                 changed = [records[p["ord"] - 1] for p in positions]
                 await conn.copy_records_to_table("sync_stage", records=changed, columns=COLUMNS)
-                kinds = [r["kind"] for r in await conn.fetch(sql("page_upsert"), self.region, self.image_type)]
+                kinds = [
+                    r["kind"]
+                    for r in await conn.fetch(sql("page_upsert"), self.region, self.image_type)
+                ]
                 counts.written += len(changed)
                 if kinds:
                     await conn.execute(sql("append_events"), self.region, self.run_id)
@@ -101,7 +108,9 @@ class PartitionPass:
             self.watermark = newest
         return counts
 
-    async def complete_full_sweep(self, *, missed_sweeps_to_delete: int, min_ratio: float) -> SweepVerdict:
+    async def complete_full_sweep(
+        self, *, missed_sweeps_to_delete: int, min_ratio: float
+    ) -> SweepVerdict:
         """The listing was COMPLETE: judge absences. Only ever called after a complete sweep."""
         assert self.mode == "full"
         conn = self.conn
@@ -117,10 +126,16 @@ class PartitionPass:
             return SweepVerdict(seen, live, 0, reason)
         await conn.execute(sql("analyze_seen"))
         async with conn.transaction():
-            kinds = [r["kind"] for r in await conn.fetch(
-                sql("mark_missed"), self.region, self.image_type, self.last_full_sweep_at,
-                missed_sweeps_to_delete,
-            )]
+            kinds = [
+                r["kind"]
+                for r in await conn.fetch(
+                    sql("mark_missed"),
+                    self.region,
+                    self.image_type,
+                    self.last_full_sweep_at,
+                    missed_sweeps_to_delete,
+                )
+            ]
             await conn.execute(
                 sql("record_full_sweep"), self.region, self.image_type, self.started_at, self.run_id
             )
@@ -133,11 +148,21 @@ class PartitionPass:
         await self.conn.execute(sql("record_delta"), self.region, self.image_type, self.started_at)
 
 
-async def _finish(conn: asyncpg.Connection, p: PartitionPass, outcome: str, error: str | None) -> None:
+async def _finish(
+    conn: asyncpg.Connection, p: PartitionPass, outcome: str, error: str | None
+) -> None:
     c = p.counts
     await conn.execute(
-        sql("finish_run"), p.run_id, outcome, c.pages, c.images_seen, c.created, c.updated,
-        c.deleted, error, p.note,
+        sql("finish_run"),
+        p.run_id,
+        outcome,
+        c.pages,
+        c.images_seen,
+        c.created,
+        c.updated,
+        c.deleted,
+        error,
+        p.note,
     )
 
 
@@ -152,11 +177,13 @@ async def partition_pass(
     """
     try:
         conn: asyncpg.Connection = await pool.acquire()
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as e:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         raise DatabaseError(f"cannot get a database connection: {e}") from e
     locked = False
     try:
-        locked = await conn.fetchval(sql("try_lock_partition"), PARTITION_LOCK_CLASS, region, image_type)
+        locked = await conn.fetchval(
+            sql("try_lock_partition"), PARTITION_LOCK_CLASS, region, image_type
+        )
         if not locked:
             raise PartitionBusy(f"partition {region}/{image_type}: another pass is running")
         await conn.execute(sql("create_work_tables"))
@@ -166,8 +193,14 @@ async def partition_pass(
             run = await conn.fetchrow(sql("start_run"), region, image_type, mode, worker)
         state = await conn.fetchrow(sql("partition_state"), region, image_type)
         p = PartitionPass(
-            conn, region, image_type, mode, run["id"], run["started_at"],
-            state["watermark"], state["last_full_sweep_at"],
+            conn,
+            region,
+            image_type,
+            mode,
+            run["id"],
+            run["started_at"],
+            state["watermark"],
+            state["last_full_sweep_at"],
         )
         try:
             yield p
@@ -176,7 +209,9 @@ async def partition_pass(
             if isinstance(e, asyncio.CancelledError):
                 message = "cancelled (shutdown)"
             with contextlib.suppress(Exception):
-                await asyncio.shield(asyncio.wait_for(_finish(conn, p, "failed", message[:2000]), 10))
+                await asyncio.shield(
+                    asyncio.wait_for(_finish(conn, p, "failed", message[:2000]), 10)
+                )
             raise
         else:
             await _finish(conn, p, "ok", None)
@@ -185,7 +220,10 @@ async def partition_pass(
             if locked and not conn.is_closed():
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(
-                        conn.execute(sql("unlock_partition"), PARTITION_LOCK_CLASS, region, image_type), 10
+                        conn.execute(
+                            sql("unlock_partition"), PARTITION_LOCK_CLASS, region, image_type
+                        ),
+                        10,
                     )
         finally:
             await pool.release(conn)

@@ -31,12 +31,16 @@ async def init_connection(conn: asyncpg.Connection) -> None:
 def describe(exc: BaseException, dsn: str) -> str:
     """A one-line reason for a connection failure, never including a password."""
     where = redact_dsn(dsn)
-    if isinstance(exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError):
+    if isinstance(
+        exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
         return f"database {where}: authentication failed ({exc.__class__.__name__})"
     if isinstance(exc, asyncpg.InvalidCatalogNameError):
         return f"database {where}: {exc}"
     if isinstance(exc, OSError | asyncio.TimeoutError):
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
+        reason = (
+            exc.strerror if isinstance(exc, OSError) and exc.strerror else exc.__class__.__name__
+        )
         return f"database {where} unreachable: {reason}"
     if isinstance(exc, asyncpg.PostgresError):
         return f"database {where}: {exc.__class__.__name__}: {exc}"
@@ -53,14 +57,16 @@ async def open_pool(dsn: str, *, size: int = 10, connect_timeout: float = 10.0) 
             init=init_connection,
             server_settings={"application_name": "syncer"},
         )
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:
         raise DatabaseError(describe(e, dsn)) from e
     assert pool is not None
     return pool
 
 
 @contextlib.asynccontextmanager
-async def pool_session(dsn: str, *, size: int = 10, connect_timeout: float = 10.0) -> AsyncIterator[asyncpg.Pool]:
+async def pool_session(
+    dsn: str, *, size: int = 10, connect_timeout: float = 10.0
+) -> AsyncIterator[asyncpg.Pool]:
     pool = await open_pool(dsn, size=size, connect_timeout=connect_timeout)
     try:
         yield pool
@@ -71,7 +77,7 @@ async def pool_session(dsn: str, *, size: int = 10, connect_timeout: float = 10.
 async def connect(dsn: str, *, connect_timeout: float = 10.0) -> asyncpg.Connection:
     try:
         conn = await asyncpg.connect(dsn, timeout=connect_timeout)
-    except (OSError, asyncio.TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:
         raise DatabaseError(describe(e, dsn)) from e
     await init_connection(conn)
     return conn

@@ -71,7 +71,9 @@ class NoProgress:
         pass
 
 
-async def _prefetch(pages: AsyncIterator[list[dict[str, Any]]], depth: int = 1) -> AsyncIterator[list[dict[str, Any]]]:
+async def _prefetch(
+    pages: AsyncIterator[list[dict[str, Any]]], depth: int = 1
+) -> AsyncIterator[list[dict[str, Any]]]:
     """Iterate ``pages`` with up to ``depth`` pages fetched ahead of the consumer."""
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=depth)
 
@@ -151,7 +153,7 @@ async def run_pass(
         result.outcome, result.error = "busy", str(e)
     except SyncerError as e:
         result.error = str(e)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, asyncio.TimeoutError) as e:
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
         result.error = f"partition {partition.name}: database: {type(e).__name__}: {e}".strip()
     result.seconds = time.monotonic() - began
     c = result.counts
@@ -160,8 +162,14 @@ async def run_pass(
         level,
         "pass %s",
         result.outcome,
-        extra=extra | {"pages": c.pages, "images": c.images_seen, "events": c.events,
-                       "seconds": round(result.seconds, 3), "error": result.error},
+        extra=extra
+        | {
+            "pages": c.pages,
+            "images": c.images_seen,
+            "events": c.events,
+            "seconds": round(result.seconds, 3),
+            "error": result.error,
+        },
     )
     progress.finished(result)
     return result
@@ -182,6 +190,8 @@ async def run_passes(
 
     async def one(partition: Partition) -> PassResult:
         async with gate:
-            return await run_pass(pool, client, partition, mode, settings, worker=worker, progress=progress)
+            return await run_pass(
+                pool, client, partition, mode, settings, worker=worker, progress=progress
+            )
 
     return list(await asyncio.gather(*(one(p) for p in partitions)))

@@ -17,11 +17,19 @@ regions = ["cn-north-4"]
 """
 
 
-def syncer(*args: str, env: dict[str, str] | None = None, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "HUAWEICLOUD_"))}
+def syncer(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    full_env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "HUAWEICLOUD_"))
+    }
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "syncer", *args], capture_output=True, text=True, env=full_env, timeout=timeout
+        [sys.executable, "-m", "syncer", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
     )
 
 
@@ -38,7 +46,10 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
     ("config", "expected"),
     [
         ("[sync]\nregions = ['cn-north-4']\n", "database.dsn is required"),
-        ("[database]\ndsn = 'postgresql://u@h/d'\n[sync]\nregions = 'cn-north-4'\n", "sync.regions must be a list"),
+        (
+            "[database]\ndsn = 'postgresql://u@h/d'\n[sync]\nregions = 'cn-north-4'\n",
+            "sync.regions must be a list",
+        ),
         ("[database]\ndsn = 'mysql://u@h/d'\n[sync]\nregions = ['r']\n", "bad database DSN"),
         ("[database\n", "not valid TOML"),
     ],
@@ -59,8 +70,18 @@ def test_unreachable_database_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text(GOOD.format(dsn="postgresql://syncer:secret@127.0.0.1:1/syncer"))
     for command in (["migrate"], ["status"], ["sync", "--once"]):
-        line = one_line_error(syncer("--config", str(path), *command, env={"HUAWEICLOUD_SDK_AK": "a",
-                                     "HUAWEICLOUD_SDK_SK": "b", "HUAWEICLOUD_SDK_PROJECT_ID": "p"}))
+        line = one_line_error(
+            syncer(
+                "--config",
+                str(path),
+                *command,
+                env={
+                    "HUAWEICLOUD_SDK_AK": "a",
+                    "HUAWEICLOUD_SDK_SK": "b",
+                    "HUAWEICLOUD_SDK_PROJECT_ID": "p",
+                },
+            )
+        )
         assert "unreachable" in line and "secret" not in line
 
 

@@ -41,7 +41,9 @@ async def run_opposite_commits(dsn: str, table: str) -> tuple[set[str], set[str]
 
         async def follow() -> None:
             nonlocal cursor
-            for row in await reader.fetch(f"SELECT seq, image_id FROM {table} WHERE seq > $1 ORDER BY seq", cursor):
+            for row in await reader.fetch(
+                f"SELECT seq, image_id FROM {table} WHERE seq > $1 ORDER BY seq", cursor
+            ):
                 seen.add(row["image_id"])
                 cursor = row["seq"]
 
@@ -89,13 +91,16 @@ async def test_concurrent_writers_never_skip(db: str, writers: int) -> None:
             async with conn.transaction():
                 await conn.execute("SELECT pg_sleep(0.001)")
                 await conn.executemany(
-                    INSERT_EVENT.format(table="ims.image_events"), [(f"{w}-{i}-{k}",) for k in range(3)]
+                    INSERT_EVENT.format(table="ims.image_events"),
+                    [(f"{w}-{i}-{k}",) for k in range(3)],
                 )
 
     async def follow(conn: asyncpg.Connection) -> None:
         cursor = 0
         while True:
-            rows = await conn.fetch("SELECT seq FROM ims.image_events WHERE seq > $1 ORDER BY seq", cursor)
+            rows = await conn.fetch(
+                "SELECT seq FROM ims.image_events WHERE seq > $1 ORDER BY seq", cursor
+            )
             for r in rows:
                 seen.append(r["seq"])
                 cursor = r["seq"]

@@ -7,26 +7,62 @@ import asyncpg
 from syncer.store.migrate import downgrade, migrate
 
 CONTRACT_IMAGES_COLUMNS = {
-    "region": "text", "image_id": "text", "image_type": "text", "name": "text", "status": "text",
-    "visibility": "text", "owner": "text", "os_type": "text", "platform": "text",
-    "os_version": "text", "os_bit": "text", "disk_format": "text", "container_format": "text",
-    "min_ram": "integer", "min_disk": "integer", "size": "bigint", "image_size": "bigint",
-    "virtual_env_type": "text", "protected": "boolean", "tags": "ARRAY",
-    "enterprise_project_id": "text", "created_at": "timestamp with time zone",
-    "updated_at": "timestamp with time zone", "active_at": "timestamp with time zone",
-    "raw": "jsonb", "first_seen_at": "timestamp with time zone",
-    "last_seen_at": "timestamp with time zone", "deleted_at": "timestamp with time zone",
+    "region": "text",
+    "image_id": "text",
+    "image_type": "text",
+    "name": "text",
+    "status": "text",
+    "visibility": "text",
+    "owner": "text",
+    "os_type": "text",
+    "platform": "text",
+    "os_version": "text",
+    "os_bit": "text",
+    "disk_format": "text",
+    "container_format": "text",
+    "min_ram": "integer",
+    "min_disk": "integer",
+    "size": "bigint",
+    "image_size": "bigint",
+    "virtual_env_type": "text",
+    "protected": "boolean",
+    "tags": "ARRAY",
+    "enterprise_project_id": "text",
+    "created_at": "timestamp with time zone",
+    "updated_at": "timestamp with time zone",
+    "active_at": "timestamp with time zone",
+    "raw": "jsonb",
+    "first_seen_at": "timestamp with time zone",
+    "last_seen_at": "timestamp with time zone",
+    "deleted_at": "timestamp with time zone",
 }
 CONTRACT_EVENTS_COLUMNS = {
-    "seq": "bigint", "event_id": "uuid", "occurred_at": "timestamp with time zone",
-    "region": "text", "image_id": "text", "kind": "text", "old_status": "text",
-    "new_status": "text", "changes": "jsonb", "sync_run_id": "bigint",
+    "seq": "bigint",
+    "event_id": "uuid",
+    "occurred_at": "timestamp with time zone",
+    "region": "text",
+    "image_id": "text",
+    "kind": "text",
+    "old_status": "text",
+    "new_status": "text",
+    "changes": "jsonb",
+    "sync_run_id": "bigint",
 }
 CONTRACT_RUNS_COLUMNS = {
-    "id": "bigint", "region": "text", "image_type": "text", "mode": "text",
-    "started_at": "timestamp with time zone", "finished_at": "timestamp with time zone",
-    "outcome": "text", "pages": "integer", "images_seen": "integer", "created": "integer",
-    "updated": "integer", "deleted": "integer", "error": "text", "worker": "text",
+    "id": "bigint",
+    "region": "text",
+    "image_type": "text",
+    "mode": "text",
+    "started_at": "timestamp with time zone",
+    "finished_at": "timestamp with time zone",
+    "outcome": "text",
+    "pages": "integer",
+    "images_seen": "integer",
+    "created": "integer",
+    "updated": "integer",
+    "deleted": "integer",
+    "error": "text",
+    "worker": "text",
 }
 
 
@@ -64,15 +100,24 @@ async def test_migrate_creates_contract_objects(empty_db: str) -> None:
     conn = await asyncpg.connect(empty_db)
     try:
         assert await columns(conn, "images") == CONTRACT_IMAGES_COLUMNS | {"version": "bigint"}
-        assert set(await columns(conn, "current_images")) == set(CONTRACT_IMAGES_COLUMNS) | {"version"}
+        assert set(await columns(conn, "current_images")) == set(CONTRACT_IMAGES_COLUMNS) | {
+            "version"
+        }
         assert await columns(conn, "image_events") == CONTRACT_EVENTS_COLUMNS
         assert CONTRACT_RUNS_COLUMNS.items() <= (await columns(conn, "sync_runs")).items()
-        kinds = dict(await conn.fetch(
-            "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n "
-            "ON n.oid = c.relnamespace WHERE n.nspname = 'ims' AND c.relname = ANY($1)",
-            ["images", "current_images", "image_events", "sync_runs"],
-        ))
-        assert kinds == {"images": "v", "current_images": "v", "image_events": "r", "sync_runs": "r"}
+        kinds = dict(
+            await conn.fetch(
+                "SELECT c.relname, c.relkind::text FROM pg_class c JOIN pg_namespace n "
+                "ON n.oid = c.relnamespace WHERE n.nspname = 'ims' AND c.relname = ANY($1)",
+                ["images", "current_images", "image_events", "sync_runs"],
+            )
+        )
+        assert kinds == {
+            "images": "v",
+            "current_images": "v",
+            "image_events": "r",
+            "sync_runs": "r",
+        }
         assert await conn.fetchval("SELECT current_user") == "syncer_owner"
     finally:
         await conn.close()

@@ -19,13 +19,29 @@ REGION, TYPE = "cn-north-4", "private"
 
 def image(n: int, **over: Any) -> dict[str, Any]:
     obj = {
-        "id": f"00000000-0000-4000-8000-{n:012d}", "name": f"img-{n} 镜像", "status": "active",
-        "visibility": "private", "owner": "tenant", "__os_type": "Linux", "__platform": "CentOS",
-        "__os_version": "CentOS 7.3 64bit", "__os_bit": "64", "disk_format": "zvhd2",
-        "container_format": "bare", "min_ram": 1024, "min_disk": 40, "size": 0,
-        "__image_size": "1073741824", "virtual_env_type": "FusionCompute", "protected": False,
-        "tags": ["a=b"], "created_at": "2024-01-01T00:00:00Z", "updated_at": "2024-01-01T00:00:00Z",
-        "active_at": "2024-01-01T00:01:00Z", "virtual_size": None, "__future_field": {"x": [1, 2]},
+        "id": f"00000000-0000-4000-8000-{n:012d}",
+        "name": f"img-{n} 镜像",
+        "status": "active",
+        "visibility": "private",
+        "owner": "tenant",
+        "__os_type": "Linux",
+        "__platform": "CentOS",
+        "__os_version": "CentOS 7.3 64bit",
+        "__os_bit": "64",
+        "disk_format": "zvhd2",
+        "container_format": "bare",
+        "min_ram": 1024,
+        "min_disk": 40,
+        "size": 0,
+        "__image_size": "1073741824",
+        "virtual_env_type": "FusionCompute",
+        "protected": False,
+        "tags": ["a=b"],
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": "2024-01-01T00:00:00Z",
+        "active_at": "2024-01-01T00:01:00Z",
+        "virtual_size": None,
+        "__future_field": {"x": [1, 2]},
     }
     obj.update(over)
     return obj
@@ -38,7 +54,9 @@ async def pool(db: str) -> AsyncIterator[asyncpg.Pool]:
     await p.close()
 
 
-async def sweep(pool: asyncpg.Pool, pages: list[list[dict[str, Any]]], mode: str = "full", threshold: int = 2) -> Any:
+async def sweep(
+    pool: asyncpg.Pool, pages: list[list[dict[str, Any]]], mode: str = "full", threshold: int = 2
+) -> Any:
     async with partition_pass(pool, REGION, TYPE, mode, worker="test:1") as p:  # type: ignore[arg-type]
         for page in pages:
             await p.apply_page(to_records(page))
@@ -48,12 +66,28 @@ async def sweep(pool: asyncpg.Pool, pages: list[list[dict[str, Any]]], mode: str
 
 
 async def events(pool: asyncpg.Pool) -> list[tuple[Any, ...]]:
-    rows = await pool.fetch("SELECT image_id, kind, old_status, new_status, changes FROM ims.image_events ORDER BY seq")
-    return [(r["image_id"][-3:], r["kind"], r["old_status"], r["new_status"], orjson.loads(r["changes"])) for r in rows]
+    rows = await pool.fetch(
+        "SELECT image_id, kind, old_status, new_status, changes FROM ims.image_events ORDER BY seq"
+    )
+    return [
+        (
+            r["image_id"][-3:],
+            r["kind"],
+            r["old_status"],
+            r["new_status"],
+            orjson.loads(r["changes"]),
+        )
+        for r in rows
+    ]
 
 
 async def row_versions(pool: asyncpg.Pool) -> dict[str, str]:
-    return {r["image_id"]: r["v"] for r in await pool.fetch("SELECT image_id, xmin::text || ctid::text AS v FROM ims.image_rows")}
+    return {
+        r["image_id"]: r["v"]
+        for r in await pool.fetch(
+            "SELECT image_id, xmin::text || ctid::text AS v FROM ims.image_rows"
+        )
+    }
 
 
 async def test_first_sweep_stores_every_field_and_creates_events(pool: asyncpg.Pool) -> None:
@@ -63,13 +97,26 @@ async def test_first_sweep_stores_every_field_and_creates_events(pool: asyncpg.P
     rows = await pool.fetch("SELECT * FROM ims.current_images ORDER BY image_id")
     assert [orjson.loads(r["raw"]) for r in rows] == page
     r = rows[0]
-    assert (r["region"], r["image_type"], r["name"], r["os_type"], r["platform"], r["min_ram"], r["image_size"]) == (
-        REGION, TYPE, "img-1 镜像", "Linux", "CentOS", 1024, 1073741824)
+    assert (
+        r["region"],
+        r["image_type"],
+        r["name"],
+        r["os_type"],
+        r["platform"],
+        r["min_ram"],
+        r["image_size"],
+    ) == (REGION, TYPE, "img-1 镜像", "Linux", "CentOS", 1024, 1073741824)
     assert r["tags"] == ["a=b"] and r["protected"] is False and r["created_at"].year == 2024
     assert r["last_seen_at"] is not None and r["deleted_at"] is None
     assert [e[1] for e in await events(pool)] == ["created"] * 5
     run = await pool.fetchrow("SELECT * FROM ims.sync_runs")
-    assert (run["outcome"], run["pages"], run["images_seen"], run["created"], run["worker"]) == ("ok", 2, 5, 5, "test:1")
+    assert (run["outcome"], run["pages"], run["images_seen"], run["created"], run["worker"]) == (
+        "ok",
+        2,
+        5,
+        5,
+        "test:1",
+    )
 
 
 async def test_unchanged_sweep_writes_nothing(pool: asyncpg.Pool) -> None:
@@ -88,37 +135,59 @@ async def test_each_change_is_exactly_one_event(pool: asyncpg.Pool) -> None:
     await sweep(pool, [page])
     later = "2024-01-02T00:00:00Z"
     changed = copy.deepcopy(page)
-    changed[0].update(status="saving", updated_at=later)                 # status_changed
-    changed[1].update(name="renamed", updated_at=later)                  # updated
-    changed[2].update(status="deleted", updated_at=later)                # deleted (listed as deleted)
-    del changed[3]["__future_field"]                                       # updated (field removed)
-    changed.append(image(6, status="queued"))                             # created
+    changed[0].update(status="saving", updated_at=later)  # status_changed
+    changed[1].update(name="renamed", updated_at=later)  # updated
+    changed[2].update(status="deleted", updated_at=later)  # deleted (listed as deleted)
+    del changed[3]["__future_field"]  # updated (field removed)
+    changed.append(image(6, status="queued"))  # created
     await pool.execute("DELETE FROM ims.image_events")
     await sweep(pool, [changed])
     got = await events(pool)
     assert got == [
-        ("001", "status_changed", "active", "saving", {"status": ["active", "saving"], "updated_at": ["2024-01-01T00:00:00Z", later]}),
-        ("002", "updated", "active", "active", {"name": ["img-2 镜像", "renamed"], "updated_at": ["2024-01-01T00:00:00Z", later]}),
-        ("003", "deleted", "active", "deleted", {"status": ["active", "deleted"], "updated_at": ["2024-01-01T00:00:00Z", later]}),
+        (
+            "001",
+            "status_changed",
+            "active",
+            "saving",
+            {"status": ["active", "saving"], "updated_at": ["2024-01-01T00:00:00Z", later]},
+        ),
+        (
+            "002",
+            "updated",
+            "active",
+            "active",
+            {"name": ["img-2 镜像", "renamed"], "updated_at": ["2024-01-01T00:00:00Z", later]},
+        ),
+        (
+            "003",
+            "deleted",
+            "active",
+            "deleted",
+            {"status": ["active", "deleted"], "updated_at": ["2024-01-01T00:00:00Z", later]},
+        ),
         ("004", "updated", "active", "active", {"__future_field": [{"x": [1, 2]}, None]}),
         ("006", "created", None, "queued", {}),
     ]
     assert await pool.fetchval("SELECT count(*) FROM ims.current_images") == 5
 
 
-async def test_absence_tombstones_after_enough_complete_sweeps_and_restores(pool: asyncpg.Pool) -> None:
+async def test_absence_tombstones_after_enough_complete_sweeps_and_restores(
+    pool: asyncpg.Pool,
+) -> None:
     page = [image(i) for i in range(1, 6)]
     await sweep(pool, [page])
     await pool.execute("DELETE FROM ims.image_events")
-    await sweep(pool, [page[1:]])                       # missed once: nothing yet
+    await sweep(pool, [page[1:]])  # missed once: nothing yet
     assert await events(pool) == []
-    row = await pool.fetchrow("SELECT last_seen_at, deleted_at FROM ims.images WHERE image_id = $1", page[0]["id"])
+    row = await pool.fetchrow(
+        "SELECT last_seen_at, deleted_at FROM ims.images WHERE image_id = $1", page[0]["id"]
+    )
     assert row["deleted_at"] is None and row["last_seen_at"] is not None
-    await sweep(pool, [page[1:]])                       # missed twice: tombstone
+    await sweep(pool, [page[1:]])  # missed twice: tombstone
     assert await events(pool) == [("001", "deleted", "active", "deleted", {})]
     assert await pool.fetchval("SELECT count(*) FROM ims.current_images") == 4
     assert await pool.fetchval("SELECT count(*) FROM ims.images") == 5
-    await sweep(pool, [page])                           # listed again: restored
+    await sweep(pool, [page])  # listed again: restored
     assert (await events(pool))[-1] == ("001", "restored", "deleted", "active", {})
     assert await pool.fetchval("SELECT count(*) FROM ims.current_images") == 5
 
@@ -126,9 +195,9 @@ async def test_absence_tombstones_after_enough_complete_sweeps_and_restores(pool
 async def test_seen_again_resets_the_miss_count(pool: asyncpg.Pool) -> None:
     page = [image(i) for i in range(1, 4)]
     await sweep(pool, [page])
-    await sweep(pool, [page[1:]])        # missed once
-    await sweep(pool, [page])            # seen: count resets, no event
-    await sweep(pool, [page[1:]])        # missed once again: still alive
+    await sweep(pool, [page[1:]])  # missed once
+    await sweep(pool, [page])  # seen: count resets, no event
+    await sweep(pool, [page[1:]])  # missed once again: still alive
     assert await pool.fetchval("SELECT count(*) FROM ims.current_images") == 3
     assert [e[1] for e in await events(pool)] == ["created"] * 3
 
@@ -140,7 +209,9 @@ async def test_sweep_far_below_the_partition_tombstones_nothing(pool: asyncpg.Po
         p = await sweep(pool, [page[:2]], threshold=1)
     assert await pool.fetchval("SELECT count(*) FROM ims.current_images") == 10
     assert p.note and "saw 2 images but the partition holds 10" in p.note
-    assert "min_sweep_ratio" in await pool.fetchval("SELECT note FROM ims.sync_runs ORDER BY id DESC LIMIT 1")
+    assert "min_sweep_ratio" in await pool.fetchval(
+        "SELECT note FROM ims.sync_runs ORDER BY id DESC LIMIT 1"
+    )
 
 
 async def test_failed_pass_is_recorded_and_tombstones_nothing(pool: asyncpg.Pool) -> None:
@@ -150,7 +221,9 @@ async def test_failed_pass_is_recorded_and_tombstones_nothing(pool: asyncpg.Pool
         async with partition_pass(pool, REGION, TYPE, "full", worker="t") as p:
             await p.apply_page(to_records(page[:1]))
             raise RuntimeError("listing broke on page 2")
-    run = await pool.fetchrow("SELECT outcome, error, pages FROM ims.sync_runs ORDER BY id DESC LIMIT 1")
+    run = await pool.fetchrow(
+        "SELECT outcome, error, pages FROM ims.sync_runs ORDER BY id DESC LIMIT 1"
+    )
     assert (run["outcome"], run["error"], run["pages"]) == ("failed", "listing broke on page 2", 1)
     assert await pool.fetchval("SELECT count(*) FROM ims.current_images") == 5
 
@@ -166,7 +239,9 @@ async def test_one_pass_per_partition(pool: asyncpg.Pool) -> None:
 
 async def test_orphaned_running_row_is_closed(pool: asyncpg.Pool) -> None:
     await pool.execute(
-        "INSERT INTO ims.sync_runs (region, image_type, mode, worker) VALUES ($1, $2, 'full', 'gone:1')", REGION, TYPE
+        "INSERT INTO ims.sync_runs (region, image_type, mode, worker) VALUES ($1, $2, 'full', 'gone:1')",
+        REGION,
+        TYPE,
     )
     async with partition_pass(pool, REGION, TYPE, "delta", worker="b"):
         pass

@@ -57,7 +57,9 @@ def test_example_config_loads() -> None:
 def test_good_config_and_env_overrides(tmp_path: Path) -> None:
     env = {
         "SYNCER_DATABASE_DSN": "postgresql://other@db.internal/syncer",
-        "HUAWEICLOUD_SDK_AK": "AKAK", "HUAWEICLOUD_SDK_SK": "SKSK", "HUAWEICLOUD_SDK_PROJECT_ID": "p1",
+        "HUAWEICLOUD_SDK_AK": "AKAK",
+        "HUAWEICLOUD_SDK_SK": "SKSK",
+        "HUAWEICLOUD_SDK_PROJECT_ID": "p1",
     }
     s = load(tmp_path, GOOD, env)
     assert s.database.dsn == "postgresql://other@db.internal/syncer"
@@ -71,25 +73,63 @@ def test_good_config_and_env_overrides(tmp_path: Path) -> None:
     [
         # missing keys
         (lambda t: t.replace('regions = ["cn-north-4"]', ""), "sync.regions is required"),
-        (lambda t: t.replace('dsn = "postgresql://syncer:pw@127.0.0.1:5432/syncer"', ""),
-         "database.dsn is required (or set SYNCER_DATABASE_DSN)"),
+        (
+            lambda t: t.replace('dsn = "postgresql://syncer:pw@127.0.0.1:5432/syncer"', ""),
+            "database.dsn is required (or set SYNCER_DATABASE_DSN)",
+        ),
         # wrong types
-        (lambda t: t.replace("page_size = 500", 'page_size = "500"'), "api.page_size must be an integer, got a string"),
-        (lambda t: t.replace('regions = ["cn-north-4"]', 'regions = "cn-north-4"'), "sync.regions must be a list, got a string"),
-        (lambda t: t.replace("delete_after_missed_sweeps = 2", "delete_after_missed_sweeps = true"),
-         "sync.delete_after_missed_sweeps must be an integer, got a boolean"),
-        (lambda t: "feed = 3\n" + t.replace("[feed]", "[feedx]"), "feed must be a table, got an integer"),
+        (
+            lambda t: t.replace("page_size = 500", 'page_size = "500"'),
+            "api.page_size must be an integer, got a string",
+        ),
+        (
+            lambda t: t.replace('regions = ["cn-north-4"]', 'regions = "cn-north-4"'),
+            "sync.regions must be a list, got a string",
+        ),
+        (
+            lambda t: t.replace(
+                "delete_after_missed_sweeps = 2", "delete_after_missed_sweeps = true"
+            ),
+            "sync.delete_after_missed_sweeps must be an integer, got a boolean",
+        ),
+        (
+            lambda t: "feed = 3\n" + t.replace("[feed]", "[feedx]"),
+            "feed must be a table, got an integer",
+        ),
         # out of range and bad values
-        (lambda t: t.replace("page_size = 500", "page_size = 0"), "api.page_size must be between 1 and 1000, got 0"),
-        (lambda t: t.replace('auth = "aksk"', 'auth = "password"'), "api.auth must be one of aksk, token, none, got 'password'"),
-        (lambda t: t.replace('"gold", "private"', '"gold", "public"'), "sync.image_types has unknown type 'public'"),
-        (lambda t: t.replace('"gold", "private"', '"gold", "gold"'), "sync.image_types lists a value twice"),
-        (lambda t: t.replace('full_interval = "1h"', 'full_interval = "hourly"'), "sync.full_interval not a duration: 'hourly'"),
-        (lambda t: t.replace('listen = "127.0.0.1:8080"', 'listen = "8080"'), "feed.listen must be HOST:PORT, got '8080'"),
-        (lambda t: t.replace("https://ims.{region}", "ims.{region}"), "api.endpoint must be an http(s) URL"),
+        (
+            lambda t: t.replace("page_size = 500", "page_size = 0"),
+            "api.page_size must be between 1 and 1000, got 0",
+        ),
+        (
+            lambda t: t.replace('auth = "aksk"', 'auth = "password"'),
+            "api.auth must be one of aksk, token, none, got 'password'",
+        ),
+        (
+            lambda t: t.replace('"gold", "private"', '"gold", "public"'),
+            "sync.image_types has unknown type 'public'",
+        ),
+        (
+            lambda t: t.replace('"gold", "private"', '"gold", "gold"'),
+            "sync.image_types lists a value twice",
+        ),
+        (
+            lambda t: t.replace('full_interval = "1h"', 'full_interval = "hourly"'),
+            "sync.full_interval not a duration: 'hourly'",
+        ),
+        (
+            lambda t: t.replace('listen = "127.0.0.1:8080"', 'listen = "8080"'),
+            "feed.listen must be HOST:PORT, got '8080'",
+        ),
+        (
+            lambda t: t.replace("https://ims.{region}", "ims.{region}"),
+            "api.endpoint must be an http(s) URL",
+        ),
         # bad DSNs
-        (lambda t: t.replace("postgresql://syncer:pw@127.0.0.1:5432/syncer", "mysql://x@h/db"),
-         "bad database DSN 'mysql://x@h/db': must start with postgresql://"),
+        (
+            lambda t: t.replace("postgresql://syncer:pw@127.0.0.1:5432/syncer", "mysql://x@h/db"),
+            "bad database DSN 'mysql://x@h/db': must start with postgresql://",
+        ),
         (lambda t: t.replace("127.0.0.1:5432", "127.0.0.1:99999"), "bad database DSN"),
         # not TOML at all
         (lambda t: t + "\n[[[", "not valid TOML"),
