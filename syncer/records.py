@@ -118,8 +118,21 @@ def _tags(v: Any) -> list[str] | None:
     return None
 
 
+def canonical_json(obj: dict[str, Any]) -> bytes:
+    """The object as JSON with sorted keys: what is hashed, and what ``raw`` stores.
+
+    jsonb keeps neither key order nor whitespace, so storing this loses nothing of the object
+    as the API sent it, and saves encoding it twice.
+    """
+    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
+
+
 def content_hash(obj: dict[str, Any]) -> bytes:
-    return hashlib.blake2b(orjson.dumps(obj, option=orjson.OPT_SORT_KEYS), digest_size=16).digest()
+    return _hash(canonical_json(obj))
+
+
+def _hash(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=16).digest()
 
 
 def image_id_of(obj: Any) -> str | None:
@@ -130,13 +143,14 @@ def image_id_of(obj: Any) -> str | None:
     return None
 
 
-def to_record(obj: Any, *, partition: str = "", position: int | None = None) -> ImageRecord:
-    image_id = image_id_of(obj)
-    if image_id is None:
-        where = f" at position {position}" if position is not None else ""
-        raise MalformedResponse(
-            f"image object without a usable id{where}", partition=partition or None
-        )
+def _missing_id(partition: str, position: int) -> MalformedResponse:
+    return MalformedResponse(
+        f"image object without a usable id at position {position} of the page",
+        partition=partition or None,
+    )
+
+
+def to_record(obj: dict[str, Any], image_id: str, raw: bytes, digest: bytes) -> ImageRecord:
     g = obj.get
     return ImageRecord(
         image_id=image_id,
@@ -161,11 +175,49 @@ def to_record(obj: Any, *, partition: str = "", position: int | None = None) -> 
         created_at=parse_time(g("created_at")),
         updated_at=parse_time(g("updated_at")),
         active_at=parse_time(g("active_at")),
-        raw=orjson.dumps(obj),
-        content_hash=content_hash(obj),
+        raw=raw,
+        content_hash=digest,
     )
 
 
+class PageDigest(NamedTuple):
+    """What a page costs before we know whether anything changed: ids, hashes, newest update.
+
+    Typed records are built only for the images that need a write (``records``), so an
+    unchanged image costs one hash and nothing more.
+    """
+
+    objects: list[dict[str, Any]]
+    ids: list[str]
+    raws: list[bytes]
+    hashes: list[bytes]
+    newest_update: datetime | None
+
+    def records(self, positions: list[int]) -> list[ImageRecord]:
+        return [to_record(self.objects[i], self.ids[i], self.raws[i], self.hashes[i]) for i in positions]
+
+
+def digest_page(objs: list[Any], *, partition: str = "") -> PageDigest:
+    """Ids and content hashes of a page; one object without a usable id refuses the page."""
+    ids: list[str] = []
+    raws: list[bytes] = []
+    hashes: list[bytes] = []
+    newest_update: datetime | None = None
+    for i, obj in enumerate(objs):
+        image_id = image_id_of(obj)
+        if image_id is None:
+            raise _missing_id(partition, i)
+        ids.append(image_id)
+        raw = canonical_json(obj)
+        raws.append(raw)
+        hashes.append(_hash(raw))
+        updated = parse_time(obj.get("updated_at"))
+        if updated is not None and (newest_update is None or updated > newest_update):
+            newest_update = updated
+    return PageDigest(objs, ids, raws, hashes, newest_update)
+
+
 def to_records(objs: list[Any], *, partition: str = "") -> list[ImageRecord]:
-    """A whole page; one bad object refuses the page."""
-    return [to_record(o, partition=partition, position=i) for i, o in enumerate(objs)]
+    """A whole page as typed records; one bad object refuses the page."""
+    d = digest_page(objs, partition=partition)
+    return d.records(list(range(len(objs))))

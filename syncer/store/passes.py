@@ -23,7 +23,7 @@ from typing import Literal
 import asyncpg
 
 from syncer.errors import DatabaseError, SyncerError
-from syncer.records import COLUMNS, ImageRecord
+from syncer.records import COLUMNS, PageDigest
 from syncer.store.queries import sql
 
 PARTITION_LOCK_CLASS = 7_140_202  # first key of pg_advisory_lock(int, int) for partitions
@@ -77,35 +77,43 @@ class PartitionPass:
     counts: PassCounts = field(default_factory=PassCounts)
     note: str | None = None
 
-    async def apply_page(self, records: Sequence[ImageRecord]) -> PassCounts:
-        """Write one page in one transaction. Returns the running counts."""
+    async def apply_page(self, page: PageDigest) -> PassCounts:
+        """Write one page in one transaction. Returns the running counts.
+
+        Images not known yet are COPied straight into ims.image_rows (the bulk of a first sync
+        costs what a raw COPY costs); known images that changed go through the staged upsert.
+        """
         conn, counts = self.conn, self.counts
-        newest = max((r.updated_at for r in records if r.updated_at is not None), default=None)
         async with conn.transaction():
-            positions = await conn.fetch(
-                sql("page_prefilter"),
-                self.region,
-                self.image_type,
-                [r.image_id for r in records],
-                [r.content_hash for r in records],
-                self.mode == "full",
-                newest,
+            wanted = await conn.fetch(
+                sql("page_prefilter"), self.region, self.image_type, page.ids, page.hashes,
+                self.mode == "full", page.newest_update,
             )
-            if positions:
-                changed = [records[p["ord"] - 1] for p in positions]
-                await conn.copy_records_to_table("sync_stage", records=changed, columns=COLUMNS)
-                kinds = [
-                    r["kind"]
-                    for r in await conn.fetch(sql("page_upsert"), self.region, self.image_type)
-                ]
-                counts.written += len(changed)
+            if wanted:
+                records = page.records([w["ord"] - 1 for w in wanted])
+                fresh = [r for r, w in zip(records, wanted, strict=True) if not w["known"] and r.status != "deleted"]
+                staged = [r for r, w in zip(records, wanted, strict=True) if w["known"] or r.status == "deleted"]
+                kinds: list[str] = []
+                if fresh:
+                    await conn.copy_records_to_table(
+                        "image_rows", schema_name="ims", columns=("region", "image_type", *COLUMNS),
+                        records=[(self.region, self.image_type, *r) for r in fresh],
+                    )
+                    await conn.execute(
+                        sql("stage_created_events"), [r.image_id for r in fresh], [r.status for r in fresh]
+                    )
+                    kinds += ["created"] * len(fresh)
+                if staged:
+                    await conn.copy_records_to_table("sync_stage", records=staged, columns=COLUMNS)
+                    kinds += [r["kind"] for r in await conn.fetch(sql("page_upsert"), self.region, self.image_type)]
+                counts.written += len(records)
                 if kinds:
                     await conn.execute(sql("append_events"), self.region, self.run_id)
                     counts.add_kinds(kinds)
         counts.pages += 1
-        counts.images_seen += len(records)
-        if newest is not None and (self.watermark is None or newest > self.watermark):
-            self.watermark = newest
+        counts.images_seen += len(page.ids)
+        if page.newest_update is not None and (self.watermark is None or page.newest_update > self.watermark):
+            self.watermark = page.newest_update
         return counts
 
     async def complete_full_sweep(
@@ -124,8 +132,8 @@ class PartitionPass:
             await conn.execute(sql("record_skipped_sweep"), self.region, self.image_type, reason)
             self.note = reason
             return SweepVerdict(seen, live, 0, reason)
-        await conn.execute(sql("analyze_seen"))
         async with conn.transaction():
+            await conn.execute(sql("prepare_mark_missed"))
             kinds = [
                 r["kind"]
                 for r in await conn.fetch(

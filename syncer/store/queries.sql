@@ -60,8 +60,13 @@ WITH page AS (
     WHERE region = $1 AND image_type = $2 AND $6::timestamptz IS NOT NULL
       AND (watermark IS NULL OR watermark < $6::timestamptz)
 )
-SELECT p.ord FROM page p
-LEFT JOIN ims.image_rows r ON r.region = $1 AND r.image_id = p.image_id
+-- LATERAL … LIMIT 1 keeps this a primary-key probe per image whatever the table's statistics
+-- say (mid-sync they are stale, and a hash join over the whole partition per page is O(n²)).
+SELECT p.ord, r.image_id IS NOT NULL AS known FROM page p
+LEFT JOIN LATERAL (
+    SELECT r.image_id, r.content_hash, r.deleted_at, r.missed_sweeps, r.image_type
+    FROM ims.image_rows r WHERE r.region = $1 AND r.image_id = p.image_id LIMIT 1
+) r ON true
 WHERE r.image_id IS NULL
    OR r.content_hash <> p.content_hash
    OR r.deleted_at IS NOT NULL
@@ -72,8 +77,10 @@ WHERE r.image_id IS NULL
 -- Writes ONLY rows whose content changed (or whose liveness did), and stages exactly one event
 -- per written row that changed in a way a consumer cares about.
 WITH old AS (
-    SELECT r.image_id, r.status, r.raw, r.content_hash, r.deleted_at
-    FROM ims.image_rows r JOIN sync_stage s ON r.region = $1 AND r.image_id = s.image_id
+    SELECT r.* FROM sync_stage s CROSS JOIN LATERAL (
+        SELECT r.image_id, r.status, r.raw, r.content_hash, r.deleted_at
+        FROM ims.image_rows r WHERE r.region = $1 AND r.image_id = s.image_id LIMIT 1
+    ) r
 ), up AS (
     INSERT INTO ims.image_rows AS r (
         region, image_id, image_type, name, status, visibility, owner, os_type, platform,
@@ -125,6 +132,11 @@ INSERT INTO sync_page_events (image_id, kind, old_status, new_status, changes)
 SELECT image_id, kind, old_status, new_status, changes FROM classified WHERE kind IS NOT NULL
 RETURNING kind;
 
+-- name: stage_created_events
+-- New images COPied straight into ims.image_rows (the fast path of a first sync): one event each.
+INSERT INTO sync_page_events (image_id, kind, old_status, new_status, changes)
+SELECT image_id, 'created', NULL, status, '{}'::jsonb FROM unnest($1::text[], $2::text[]) AS n(image_id, status);
+
 -- name: append_events
 -- The LAST statement before COMMIT: the feed's advisory lock is held only from here to COMMIT.
 INSERT INTO ims.image_events (region, image_id, kind, old_status, new_status, changes, sync_run_id)
@@ -136,8 +148,12 @@ SELECT (SELECT count(*) FROM sync_seen) AS seen,
        (SELECT count(*) FROM ims.image_rows
         WHERE region = $1 AND image_type = $2 AND deleted_at IS NULL) AS live;
 
--- name: analyze_seen
+-- name: prepare_mark_missed
+-- The anti-join below spans the whole partition once per sweep: it must be a hash anti-join.
+-- Mid-sync statistics of image_rows are stale (it may have grown from nothing), and a nested
+-- loop over sync_seen per row is quadratic.
 ANALYZE sync_seen;
+SET LOCAL enable_nestloop = off;
 
 -- name: mark_missed
 -- After a COMPLETE full sweep: every live image of the partition it did not see has been missed

@@ -28,7 +28,7 @@ from syncer.config import Settings
 from syncer.errors import SyncerError
 from syncer.ims.client import ImsClient
 from syncer.ims.pager import Listing, ListingStats, iter_listing
-from syncer.records import to_records
+from syncer.records import digest_page
 from syncer.store.passes import Mode, PartitionBusy, PassCounts, SweepVerdict, partition_pass
 from syncer.sync.partitions import Partition
 
@@ -138,7 +138,7 @@ async def run_pass(
             stats = ListingStats()
             pages = iter_listing(client, listing, partition=partition.name, stats=stats)
             async for objects in _prefetch(pages):
-                await p.apply_page(to_records(objects, partition=partition.name))
+                await p.apply_page(digest_page(objects, partition=partition.name))
                 progress.page(partition, p.counts)
             if mode == "full":
                 result.verdict = await p.complete_full_sweep(

@@ -10,7 +10,7 @@ import asyncpg
 import orjson
 import pytest
 
-from syncer.records import to_records
+from syncer.records import digest_page
 from syncer.store.passes import PartitionBusy, partition_pass
 from syncer.store.pool import open_pool
 
@@ -59,7 +59,7 @@ async def sweep(
 ) -> Any:
     async with partition_pass(pool, REGION, TYPE, mode, worker="test:1") as p:  # type: ignore[arg-type]
         for page in pages:
-            await p.apply_page(to_records(page))
+            await p.apply_page(digest_page(page))
         if mode == "full":
             await p.complete_full_sweep(missed_sweeps_to_delete=threshold, min_ratio=0.5)
         return p
@@ -219,7 +219,7 @@ async def test_failed_pass_is_recorded_and_tombstones_nothing(pool: asyncpg.Pool
     await sweep(pool, [page], threshold=1)
     with pytest.raises(RuntimeError):
         async with partition_pass(pool, REGION, TYPE, "full", worker="t") as p:
-            await p.apply_page(to_records(page[:1]))
+            await p.apply_page(digest_page(page[:1]))
             raise RuntimeError("listing broke on page 2")
     run = await pool.fetchrow(
         "SELECT outcome, error, pages FROM ims.sync_runs ORDER BY id DESC LIMIT 1"
