@@ -98,11 +98,13 @@ CREATE UNIQUE INDEX sync_runs_one_running_idx ON ims.sync_runs (region, image_ty
     WHERE outcome = 'running';
 CREATE INDEX sync_runs_partition_idx ON ims.sync_runs (region, image_type, started_at DESC);
 
--- The change feed. seq increases in COMMIT order: writers are serialized by a transaction-level
--- advisory lock taken before nextval, and insert their events as the last statement.
-CREATE SEQUENCE ims.image_events_seq AS bigint CACHE 1;
+-- The change feed. seq increases in COMMIT order: a BEFORE INSERT statement trigger takes one
+-- transaction-level advisory lock, held to COMMIT, before any row of the statement draws its
+-- seq (identity values are drawn as rows are formed, after statement triggers fire). The next
+-- writer therefore gets its numbers only once this one's are visible. Writers insert their
+-- events as ONE statement, the last before COMMIT, to keep the locked tail short.
 CREATE TABLE ims.image_events (
-    seq         bigint      PRIMARY KEY,
+    seq         bigint      GENERATED ALWAYS AS IDENTITY (SEQUENCE NAME ims.image_events_seq CACHE 1) PRIMARY KEY,
     event_id    uuid        NOT NULL DEFAULT gen_random_uuid(),
     occurred_at timestamptz NOT NULL DEFAULT now(),
     region      text        NOT NULL,
@@ -114,19 +116,17 @@ CREATE TABLE ims.image_events (
     changes     jsonb       NOT NULL DEFAULT '{{}}'::jsonb,
     sync_run_id bigint
 );
-ALTER SEQUENCE ims.image_events_seq OWNED BY ims.image_events.seq;
 CREATE INDEX image_events_image_idx ON ims.image_events (region, image_id, seq);
 CREATE INDEX image_events_occurred_at_idx ON ims.image_events (occurred_at);
 
-CREATE FUNCTION ims.assign_event_seq() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION ims.serialize_event_writers() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_advisory_xact_lock({FEED_LOCK_KEY});
-    NEW.seq := nextval('ims.image_events_seq');
-    RETURN NEW;
+    RETURN NULL;
 END
 $$;
-CREATE TRIGGER image_events_assign_seq BEFORE INSERT ON ims.image_events
-    FOR EACH ROW EXECUTE FUNCTION ims.assign_event_seq();
+CREATE TRIGGER image_events_serialize BEFORE INSERT ON ims.image_events
+    FOR EACH STATEMENT EXECUTE FUNCTION ims.serialize_event_writers();
 
 -- A doorbell for feed readers: they re-query the table on it (and on a timer).
 CREATE FUNCTION ims.notify_events() RETURNS trigger LANGUAGE plpgsql AS $$
