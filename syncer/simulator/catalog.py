@@ -38,13 +38,22 @@ _READ_ONLY: Final = frozenset(("id", "created_at", "updated_at"))
 class _Missing:
     """The field is absent from the object (as opposed to JSON null)."""
 
+    def __init__(self, name: str) -> None:
+        self.name = name
+
     def __repr__(self) -> str:
-        return "MISSING"
+        return self.name
+
+    def __copy__(self) -> _Missing:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Missing:
+        return self
 
 
-MISSING: Final = _Missing()
+MISSING: Final = _Missing("MISSING")
 #: ``Catalog.update(region, id, some_field=REMOVED)`` takes a field out of the object.
-REMOVED: Final = _Missing()
+REMOVED: Final = _Missing("REMOVED")
 
 OrderKey = tuple[Any, ...]
 

@@ -204,6 +204,9 @@ def _make_profiles(image_type: str, seed: int, count: int = 48) -> list[dict[str
             p["hw_vif_multiqueue_enabled"] = "true"
         if not arm and rng.random() < 0.1:
             p["__support_amd"] = "true"
+        if "__support_kvm" in p and rng.random() < 0.1:
+            passthrough = rng.choice(("hisriov", "hivirtionet"))
+            p[f"__support_kvm_hi1822_{passthrough}"] = "true"
         if rng.random() < 0.05:
             p["os_shutdown_timeout"] = rng.choice(("60", "120", "300"))
         if image_type in ("private", "shared"):

@@ -18,10 +18,11 @@ import logging
 import os
 import random
 import signal
+import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal
@@ -42,6 +43,7 @@ log = logging.getLogger(__name__)
 
 JSON = "application/json;charset=UTF-8"
 LIFE_TICK = 0.25  # seconds between two steps of a living catalog
+REQUEST_ID = web.RequestKey("request_id", str)
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,9 +171,11 @@ class Simulator:
         app.router.add_post("/_sim/faults", self._faults_post)
         app.router.add_delete("/_sim/faults", self._faults_delete)
         app.router.add_get("/_sim/stats", self._stats)
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=1.0
+        )
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, shutdown_timeout=1.0)
+        site = web.TCPSite(self._runner, self.host, self.port)
         await site.start()
         server = site._server
         assert server is not None and isinstance(server, asyncio.base_events.Server)
@@ -192,6 +196,25 @@ class Simulator:
             await self._runner.cleanup()
             self._runner = None
 
+    @contextlib.contextmanager
+    def serve_in_thread(self) -> Iterator[Simulator]:
+        """Serve from a background thread with its own event loop (for synchronous clients
+        such as Huawei's SDK). ``catalog`` changes made meanwhile from another thread race with
+        requests; make them from ``before_request`` to be safe."""
+        loop = asyncio.new_event_loop()
+        thread = threading.Thread(target=loop.run_forever, name="simulator", daemon=True)
+        thread.start()
+        try:
+            asyncio.run_coroutine_threadsafe(self.start(), loop).result(60)
+            try:
+                yield self
+            finally:
+                asyncio.run_coroutine_threadsafe(self.close(), loop).result(60)
+        finally:
+            loop.call_soon_threadsafe(loop.stop)
+            thread.join()
+            loop.close()
+
     async def _live(self) -> None:
         last = time.monotonic()
         while True:
@@ -205,7 +228,7 @@ class Simulator:
     @web.middleware
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
         request_id = uuid.uuid4().hex
-        request["request_id"] = request_id
+        request[REQUEST_ID] = request_id
         try:
             response = await handler(request)
         except web.HTTPNotFound:
@@ -244,7 +267,7 @@ class Simulator:
         if failure is not None:
             self._record(region, pairs, failure.status, None)
             return _gateway_error(
-                failure.status, failure.code, failure.message, request["request_id"]
+                failure.status, failure.code, failure.message, request[REQUEST_ID]
             )
         if self.before_request is not None:
             self.before_request(pairs)
@@ -283,7 +306,7 @@ class Simulator:
             )
         if kind == "truncated":  # Content-Length promises more than arrives
             self._record(region, pairs, 200, kind)
-            response = web.StreamResponse(headers={"X-Request-Id": request["request_id"]})
+            response = web.StreamResponse(headers={"X-Request-Id": request[REQUEST_ID]})
             response.content_type = "application/json"
             response.content_length = len(payload)
             await response.prepare(request)
@@ -308,7 +331,7 @@ class Simulator:
                 429, "APIGW.0308",
                 "The throttling threshold has been reached: policy user over ratelimit,"
                 "limit:200,time:1 second",
-                request["request_id"],
+                request[REQUEST_ID],
             )  # fmt: skip
             response.headers["Retry-After"] = f"{rule.delay:g}"
             return response
