@@ -54,7 +54,7 @@ class FaultRule:
     def from_json(cls, data: Any) -> FaultRule:
         if not isinstance(data, dict):
             raise ValueError("a fault rule is a JSON object")
-        known = {f.name for f in fields(cls)} - {"fired"}
+        known = {f.name for f in fields(cls)}  # "fired" (as GET shows it) is ignored
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"unknown fault rule fields: {sorted(unknown)}")

@@ -233,10 +233,11 @@ class Simulator:
             response = await handler(request)
         except web.HTTPNotFound:
             response = _gateway_error(
-                404, "APIGW.0101",
+                404,
+                "APIGW.0101",
                 "The API does not exist or has not been published in the environment",
                 request_id,
-            )  # fmt: skip
+            )
         except web.HTTPMethodNotAllowed:
             response = _gateway_error(405, "APIGW.0101", "Method not allowed", request_id)
         if not response.prepared:
@@ -328,11 +329,12 @@ class Simulator:
         self._record(region, pairs, int(rule.kind), rule.kind)
         if rule.kind == "429":
             response = _gateway_error(
-                429, "APIGW.0308",
+                429,
+                "APIGW.0308",
                 "The throttling threshold has been reached: policy user over ratelimit,"
                 "limit:200,time:1 second",
                 request[REQUEST_ID],
-            )  # fmt: skip
+            )
             response.headers["Retry-After"] = f"{rule.delay:g}"
             return response
         if rule.kind == "503":
@@ -447,9 +449,13 @@ async def _serve(sim: Simulator) -> None:
         async with sim:
             log.info(
                 "IMS simulator listening",
-                extra={"endpoint": sim.endpoint_template, "regions": ",".join(sim.catalog.regions),
-                       "default_region": sim.default_region, "auth": sim.gate.mode},
-            )  # fmt: skip
+                extra={
+                    "endpoint": sim.endpoint_template,
+                    "regions": ",".join(sim.catalog.regions),
+                    "default_region": sim.default_region,
+                    "auth": sim.gate.mode,
+                },
+            )
             await stop.wait()
             log.info("IMS simulator stopping")
     finally:
@@ -482,9 +488,11 @@ def run_simulator_cli(
     catalog = Catalog(regions=regions, images_per_partition=images_per_partition, seed=seed)
     log.info(
         "catalog generated",
-        extra={"images": images_per_partition * len(regions) * len(catalog.image_types),
-               "seconds": round(time.monotonic() - began, 1)},
-    )  # fmt: skip
+        extra={
+            "images": images_per_partition * len(regions) * len(catalog.image_types),
+            "seconds": round(time.monotonic() - began, 1),
+        },
+    )
     sim = Simulator(
         catalog,
         host=host,
