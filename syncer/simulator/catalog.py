@@ -100,7 +100,8 @@ class Partition:
         self.images: dict[str, Image] = {}
         self.indexes: dict[str, SortedList] = {}
         self._by_updated: SortedList | None = None
-        self.in_flight: set[str] = set()  # queued/saving: where life moves statuses on
+        # queued/saving images, least recently changed first: where life moves statuses on
+        self.in_flight: dict[str, None] = {}
 
     # ---- field access ------------------------------------------------------------------
 
@@ -197,7 +198,7 @@ class Partition:
         if self._by_updated is not None:
             self._by_updated.add((img.updated, img.id))
         if img.status in ("queued", "saving"):
-            self.in_flight.add(img.id)
+            self.in_flight[img.id] = None
 
     def remove(self, img: Image) -> None:
         del self.images[img.id]
@@ -205,7 +206,7 @@ class Partition:
             idx.remove(self.order_key(img, sort_key))
         if self._by_updated is not None:
             self._by_updated.remove((img.updated, img.id))
-        self.in_flight.discard(img.id)
+        self.in_flight.pop(img.id, None)
 
     def change(self, img: Image, mutate: Callable[[Image], None]) -> None:
         """Apply ``mutate`` to ``img`` keeping every index right."""
@@ -278,7 +279,7 @@ class Catalog:
                 status = ("queued", "saving", "killed")[int(roll * 100)]
             images[image_id] = Image(image_id, None, status, t, updated)
             if status in ("queued", "saving"):
-                part.in_flight.add(image_id)
+                part.in_flight[image_id] = None
         part.indexes["created_at"] = SortedList((img.created, img.id) for img in images.values())
 
     # ---- reading -----------------------------------------------------------------------

@@ -71,7 +71,7 @@ def step(catalog: Catalog, rate: float, rng: random.Random) -> None:
                 catalog.create(region, image_type)
                 continue
             if roll < _CREATE + _TRANSITION and part.in_flight:
-                image_id = min(part.in_flight)  # deterministic for a seed
+                image_id = next(iter(part.in_flight))  # the upload waiting longest
                 status = part.images[image_id].status
                 if status == "queued":
                     new = "saving"
