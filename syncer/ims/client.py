@@ -1,0 +1,535 @@
+"""ImsClient: the process's one HTTP session to Huawei IMS (``GET /v2/cloudimages``).
+
+What it does for every listing request (see docs/client.md):
+
+* signs it (AK/SK ``SDK-HMAC-SHA256``), or sends a token (static, or obtained from IAM and
+  renewed once on a 401), or nothing (``auth = "none"``), and sends exactly the query it signed;
+* waits for a slot: an adaptive (AIMD) limit per region endpoint under a global cap;
+* retries what is transient — 429, 5xx, connection failures and timeouts — with exponential
+  backoff and full jitter, honouring ``Retry-After``, at most ``api.max_attempts`` attempts,
+  one WARNING per retry;
+* never retries 401/403 (the gateway locks an AK/SK after five failed authentications in a
+  row) nor any other 4xx; 400 ``IMG.0066`` (unknown marker) is raised at once for the pager;
+* maps every failure to ``ApiError`` / ``AuthError`` / ``MalformedResponse`` carrying status,
+  code, message, request id, region and partition, and never a secret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import random
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any
+
+import aiohttp
+import orjson
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from syncer.config import ApiSettings, Credentials
+from syncer.errors import ApiError, AuthError, MalformedResponse
+from syncer.ims import signer
+from syncer.ims.backoff import Backoff, parse_retry_after
+from syncer.ims.concurrency import ConcurrencyGate, Ticket
+
+log = logging.getLogger(__name__)
+
+Sleep = Callable[[float], Awaitable[None]]
+
+UNKNOWN_MARKER = "IMG.0066"
+"""IMS's code for a marker that names no image (e.g. one deleted since the previous page)."""
+
+# Throttling, whatever the status: the gateway's 429 code and IMS's "flow control exceeded".
+THROTTLE_CODES = frozenset({"APIGW.0308", "IMG.0060"})
+# 401 codes after which an IAM token is worth renewing (once).
+RENEW_CODES = frozenset({"APIGW.0307", "APIGW.0301"})
+
+_MAX_MESSAGE = 300
+_MAX_REQUEST_ID = 128
+
+
+@dataclass(frozen=True, slots=True)
+class ListPage:
+    """One answer of ``GET /v2/cloudimages``."""
+
+    images: list[dict[str, Any]]  # objects as parsed by orjson, nothing dropped
+    next_marker: str | None  # page_info.next_marker
+    has_page_info: bool
+    request_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Reply:
+    status: int
+    reason: str
+    headers: CIMultiDictProxy[str]
+    body: bytes
+
+
+class ImsClient:
+    """Async context manager owning the process's ``aiohttp.ClientSession`` (or borrowing one).
+
+    ``sleep`` and ``rng`` are injectable so that tests run backoff instantly and
+    deterministically; ``increase_after`` is how many successes in a row grow an endpoint's
+    concurrency limit by one.
+    """
+
+    def __init__(
+        self,
+        api: ApiSettings,
+        credentials: Credentials | None = None,
+        *,
+        session: aiohttp.ClientSession | None = None,
+        sleep: Sleep = asyncio.sleep,
+        rng: random.Random | None = None,
+        backoff: Backoff | None = None,
+        increase_after: int = 8,
+    ) -> None:
+        self.api = api
+        self._credentials = credentials or Credentials()
+        self._session = session
+        self._owns_session = session is None
+        self._sleep = sleep
+        self._backoff = backoff or Backoff(rng=rng or random.Random())
+        self._gate = ConcurrencyGate(
+            api.max_concurrency, api.region_concurrency, increase_after=increase_after
+        )
+        self._timeout = aiohttp.ClientTimeout(total=api.request_timeout)
+        self._issued_tokens: dict[str, str] = {}  # region → token obtained from IAM
+        self._token_locks: dict[str, asyncio.Lock] = {}
+
+    # ---- lifetime ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> ImsClient:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(limit=self.api.max_concurrency)  # TLS verified
+            self._session = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, raise_for_status=False
+            )
+            self._owns_session = True
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the session if this client opened it (a borrowed one is left alone)."""
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    def concurrency_limit(self, region: str) -> int:
+        """The current adaptive limit of ``region``'s endpoint (for metrics and tests)."""
+        return self._gate.limit_for(self.api.url_for(region)).limit
+
+    # ---- the one call ------------------------------------------------------------------
+
+    async def list_images(
+        self, region: str, query: Sequence[tuple[str, str]], *, partition: str
+    ) -> ListPage:
+        """``GET {endpoint}/v2/cloudimages?{query}`` → one page, after bounded retries."""
+        base = self.api.url_for(region)
+        query_string = signer.canonical_query(query)
+        url = f"{base}?{query_string}" if query_string else base
+        reply = await self._send_listing(region, url, partition=partition)
+        request_id = self._request_id(reply, None)
+        return self._parse_page(reply.body, request_id, region=region, partition=partition)
+
+    async def _send_listing(self, region: str, url: str, *, partition: str) -> _Reply:
+        endpoint = self.api.url_for(region)
+        renewed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            token = await self._token(region, partition) if self.api.auth == "token" else None
+            reply: _Reply | None = None
+            try:
+                reply = await self._once(
+                    "GET",
+                    url,
+                    functools.partial(self._listing_headers, region, url, token),
+                    b"",
+                    endpoint,
+                )
+            except ApiError as e:
+                error = self._tag(e, region, partition)
+            else:
+                if reply.status == 200:
+                    return reply
+                error = self._error_from(reply, region=region, partition=partition)
+            if isinstance(error, AuthError):
+                if not renewed and token is not None and self._may_renew(region, token, error):
+                    renewed = True
+                    attempt -= 1  # a renewal is not a retry of a transient failure
+                    log.warning(
+                        "IMS token rejected; renewing it once",
+                        extra=_facts(error, partition=partition, region=region, attempt=attempt),
+                    )
+                    continue
+                raise error
+            await self._before_retry(error, attempt, reply, region, partition)
+
+    # ---- one attempt -------------------------------------------------------------------
+
+    async def _once(
+        self,
+        method: str,
+        url: str,
+        headers: Callable[[], dict[str, str]],
+        body: bytes,
+        endpoint: str | None,
+    ) -> _Reply:
+        """One HTTP exchange inside a concurrency slot. Connection failures → ApiError
+        (status None); any HTTP answer → _Reply (throttling reported to the slot)."""
+        session = self._require_session()
+        async with self._gate.slot(endpoint) as ticket:
+            try:
+                async with session.request(
+                    method,
+                    URL(url, encoded=True),  # exactly the signed, sorted, encoded query
+                    headers=headers(),  # signed here, after the wait for a slot
+                    data=body or None,
+                    allow_redirects=False,
+                    timeout=self._timeout,
+                ) as response:
+                    raw = await response.read()
+                    reply = _Reply(response.status, response.reason or "", response.headers, raw)
+            except TimeoutError:
+                raise ApiError(
+                    f"no complete answer within {self.api.request_timeout:g}s (timeout)"
+                ) from None
+            except aiohttp.InvalidURL:
+                raise ApiError("invalid URL for the IMS endpoint") from None
+            except aiohttp.ClientError as e:
+                raise ApiError(f"connection failed: {_describe(e)}") from None
+            _report(ticket, reply)
+            return reply
+
+    def _listing_headers(self, region: str, url: str, token: str | None) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        project_id = self._credentials.project_for(region, self.api)
+        if project_id and self.api.auth != "none":
+            headers["X-Project-Id"] = project_id
+        if self.api.auth == "aksk":
+            c = self._credentials
+            if not c.ak or not c.sk:
+                raise AuthError(
+                    "api.auth is 'aksk' but HUAWEICLOUD_SDK_AK/HUAWEICLOUD_SDK_SK are not set",
+                    region=region,
+                )
+            return signer.sign("GET", url, headers, b"", c.ak, c.sk)
+        if token is not None:
+            headers["X-Auth-Token"] = token
+        return headers
+
+    # ---- retries -----------------------------------------------------------------------
+
+    async def _before_retry(
+        self,
+        error: ApiError,
+        attempt: int,
+        reply: _Reply | None,
+        region: str,
+        partition: str | None,
+    ) -> None:
+        """Raise ``error`` unless it is transient and attempts remain; else log and sleep."""
+        if not _retryable(error):
+            raise error
+        if attempt >= self.api.max_attempts:
+            if attempt > 1:
+                raise _gave_up(error, attempt)
+            raise error
+        retry_after = None
+        if reply is not None:
+            retry_after = parse_retry_after(reply.headers.get("Retry-After"))
+        delay = self._backoff.delay(attempt, retry_after)
+        extra = _facts(error, partition=partition, region=region, attempt=attempt)
+        extra["delay"] = round(delay, 3)
+        if retry_after is not None:
+            extra["retry_after"] = retry_after
+        log.warning("IMS request failed; retrying", extra=extra)
+        await self._sleep(delay)
+
+    # ---- token auth --------------------------------------------------------------------
+
+    async def _token(self, region: str, partition: str | None) -> str:
+        c = self._credentials
+        if c.token:
+            return c.token
+        cached = self._issued_tokens.get(region)
+        if cached is not None:
+            return cached
+        lock = self._token_locks.setdefault(region, asyncio.Lock())
+        async with lock:
+            cached = self._issued_tokens.get(region)
+            if cached is None:
+                cached = await self._obtain_token(region, partition)
+                self._issued_tokens[region] = cached
+            return cached
+
+    def _may_renew(self, region: str, token: str, error: AuthError) -> bool:
+        """A 401 on an IAM-issued token: forget it (unless a renewal already replaced it)."""
+        if self._credentials.token or error.status != 401:
+            return False
+        if error.code is not None and error.code not in RENEW_CODES:
+            return False
+        if self._issued_tokens.get(region) == token:
+            del self._issued_tokens[region]
+        return True
+
+    async def _obtain_token(self, region: str, partition: str | None) -> str:
+        """``POST {iam}/v3/auth/tokens`` (project-scoped password login) → X-Subject-Token."""
+        c = self._credentials
+        if not (c.username and c.password and c.domain):
+            raise AuthError(
+                "api.auth is 'token' but neither HUAWEICLOUD_SDK_TOKEN nor "
+                "HUAWEICLOUD_SDK_DOMAIN_NAME/USERNAME/PASSWORD are set",
+                region=region,
+                partition=partition,
+            )
+        project_id = c.project_for(region, self.api)
+        scope = {"id": project_id} if project_id else {"name": region}
+        body = orjson.dumps(
+            {
+                "auth": {
+                    "identity": {
+                        "methods": ["password"],
+                        "password": {
+                            "user": {
+                                "name": c.username,
+                                "password": c.password,
+                                "domain": {"name": c.domain},
+                            }
+                        },
+                    },
+                    "scope": {"project": scope},
+                }
+            }
+        )
+        url = self.api.iam_endpoint.replace("{region}", region).rstrip("/") + "/v3/auth/tokens"
+        headers = {"Content-Type": "application/json;charset=UTF-8"}
+        attempt = 0
+        while True:
+            attempt += 1
+            reply: _Reply | None = None
+            try:
+                reply = await self._once("POST", url, lambda: dict(headers), body, None)
+            except ApiError as e:
+                error = self._tag(e, region, partition, prefix="IAM token request: ")
+            else:
+                if reply.status == 201:
+                    token = reply.headers.get("X-Subject-Token", "").strip()
+                    if not token:
+                        raise MalformedResponse(
+                            "IAM answered 201 without an X-Subject-Token header",
+                            status=201,
+                            request_id=self._request_id(reply, None),
+                            region=region,
+                            partition=partition,
+                        )
+                    log.info("IAM token obtained", extra={"region": region})
+                    return token
+                error = self._error_from(
+                    reply, region=region, partition=partition, prefix="IAM token request: "
+                )
+            await self._before_retry(error, attempt, reply, region, partition)
+
+    # ---- answers → pages and errors ----------------------------------------------------
+
+    def _parse_page(
+        self, raw: bytes, request_id: str | None, *, region: str, partition: str
+    ) -> ListPage:
+        def bad(what: str) -> MalformedResponse:
+            return MalformedResponse(
+                f"200 answer {what}",
+                status=200,
+                request_id=request_id,
+                region=region,
+                partition=partition,
+            )
+
+        try:
+            doc = orjson.loads(raw)
+        except orjson.JSONDecodeError as e:
+            raise bad(f"is not valid JSON ({e}; {len(raw)} bytes)") from None
+        if not isinstance(doc, dict):
+            raise bad(f"is {_json_kind(doc)}, not an object with an 'images' list")
+        images = doc.get("images")
+        if not isinstance(images, list):
+            if "images" not in doc:
+                raise bad("has no 'images' list")
+            raise bad(f"has 'images' {_json_kind(images)}, not a list")
+        for i, item in enumerate(images):
+            if not isinstance(item, dict):
+                raise bad(f"has images[{i}] {_json_kind(item)}, not an object")
+        page_info = doc.get("page_info")
+        next_marker: str | None = None
+        if page_info is not None:
+            if not isinstance(page_info, dict):
+                raise bad(f"has 'page_info' {_json_kind(page_info)}, not an object")
+            marker = page_info.get("next_marker")
+            if marker is not None and not isinstance(marker, str):
+                raise bad(f"has page_info.next_marker {_json_kind(marker)}, not a string")
+            next_marker = marker or None
+        return ListPage(images, next_marker, page_info is not None, request_id)
+
+    def _error_from(
+        self, reply: _Reply, *, region: str, partition: str | None, prefix: str = ""
+    ) -> ApiError:
+        """An HTTP answer that is not the expected success → the matching ApiError."""
+        code, message, body_request_id = _error_facts(reply.body)
+        request_id = self._request_id(reply, body_request_id)
+        if message is None:
+            message = f"{reply.status} {reply.reason}".strip()
+            snippet = _snippet(reply.body)
+            if snippet:
+                message += f": {snippet}"
+        message = prefix + self._redact(message)
+        status = reply.status
+        kind: type[ApiError] = ApiError
+        if status in (401, 403):
+            kind = AuthError
+        elif 200 <= status < 300:
+            kind = MalformedResponse
+            message = f"{prefix}unexpected HTTP {status} (only 200 is a page)"
+        return kind(
+            message,
+            status=status,
+            code=self._redact(code) if code else None,
+            request_id=request_id,
+            region=region,
+            partition=partition,
+        )
+
+    def _request_id(self, reply: _Reply, fallback: str | None) -> str | None:
+        value = reply.headers.get("X-Request-Id") or fallback
+        return self._redact(value.strip()[:_MAX_REQUEST_ID]) if value else None
+
+    def _tag(
+        self, error: ApiError, region: str, partition: str | None, prefix: str = ""
+    ) -> ApiError:
+        """A connection-level ApiError → the same with region/partition (and no secret)."""
+        return type(error)(
+            prefix + self._redact(error.message),
+            status=error.status,
+            code=error.code,
+            request_id=error.request_id,
+            region=region,
+            partition=partition,
+        )
+
+    def _redact(self, text: str) -> str:
+        c = self._credentials
+        for secret in (c.ak, c.sk, c.token, c.password, *self._issued_tokens.values()):
+            if secret and len(secret) >= 4:
+                text = text.replace(secret, "***")
+        return text
+
+    def _require_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            raise RuntimeError("ImsClient is not open: use 'async with ImsClient(...)'")
+        return self._session
+
+
+# ---- helpers -------------------------------------------------------------------------------
+
+
+def _report(ticket: Ticket, reply: _Reply) -> None:
+    if reply.status == 429:
+        ticket.throttled()
+    elif reply.status < 300:
+        ticket.succeeded()
+    elif reply.status < 500:
+        code, _, _ = _error_facts(reply.body)
+        if code in THROTTLE_CODES:
+            ticket.throttled()
+
+
+def _retryable(error: ApiError) -> bool:
+    if isinstance(error, AuthError | MalformedResponse):
+        return False
+    if error.status is None:
+        return not error.message.startswith("invalid URL")
+    return error.status == 429 or error.status >= 500 or error.code in THROTTLE_CODES
+
+
+def _gave_up(error: ApiError, attempts: int) -> ApiError:
+    final = type(error)(
+        f"{error.message} (gave up after {attempts} attempts)",
+        status=error.status,
+        code=error.code,
+        request_id=error.request_id,
+        region=error.region,
+        partition=error.partition,
+    )
+    return final
+
+
+def _facts(error: ApiError, **extra: Any) -> dict[str, Any]:
+    facts: dict[str, Any] = {
+        "status": error.status,
+        "code": error.code,
+        "request_id": error.request_id,
+        "reason": error.message,
+    }
+    facts.update(extra)
+    return facts
+
+
+def _error_facts(body: bytes) -> tuple[str | None, str | None, str | None]:
+    """(code, message, request id) from an IMS body ``{"error": {"code", "message"}}`` or a
+    gateway body ``{"error_code", "error_msg", "request_id"}``; Nones when neither."""
+    try:
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None, None, None
+    if not isinstance(doc, dict):
+        return None, None, None
+    inner = doc.get("error")
+    if isinstance(inner, dict):
+        return _text(inner.get("code")), _text(inner.get("message")), _text(doc.get("request_id"))
+    if "error_code" in doc or "error_msg" in doc:
+        code, message = _text(doc.get("error_code")), _text(doc.get("error_msg"))
+        return code, message, _text(doc.get("request_id"))
+    return None, None, None
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, str) and value.strip():
+        return " ".join(value.split())[:_MAX_MESSAGE]
+    return None
+
+
+def _snippet(body: bytes) -> str:
+    text = body[:_MAX_MESSAGE].decode("utf-8", "replace")
+    return " ".join(text.split())[:120]
+
+
+def _describe(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def _json_kind(value: object) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__

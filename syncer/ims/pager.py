@@ -1,0 +1,273 @@
+"""Marker paging over ``GET /v2/cloudimages`` that cannot be fooled.
+
+``iter_listing`` yields a partition's images page by page, in ``created_at`` order, each image
+exactly once. Returning normally means the listing is COMPLETE; anything short of that raises
+(``PagingError``, ``ApiError``, ``MalformedResponse``). It stays correct whichever way the real
+service resolved what Huawei's documents leave open (reference/ims-api-facts.md):
+
+* ``page_info`` may be missing: the next marker is then the last image's id;
+* the server may cap ``limit`` below what we ask: a short page is never taken as the end;
+* an unknown marker (its image deleted since the previous page) may be a 400 ``IMG.0066`` or
+  an empty page: either way the scan *resumes* with a markerless request
+  ``created_at=gte:<second of the last image seen>`` and drops the images of that second it
+  has already yielded (it keeps only the ids of the current second, so memory is
+  O(images per second), never O(listing));
+* an empty page that answered a marker request is therefore ambiguous (the end, or a vanished
+  marker), and is only taken as the end once a markerless resume request confirms it.
+
+The sort is explicit and stable under change: ``sort_key=created_at&sort_dir=asc``. An image
+keeps its ``created_at`` for life, so updates during the scan do not move it, and images
+created during the scan land at the end. See docs/client.md for the full rule set.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from syncer.errors import ApiError, MalformedResponse, PagingError
+from syncer.ims.client import UNKNOWN_MARKER, ListPage
+
+log = logging.getLogger(__name__)
+
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+DEFAULT_MAX_RESUMES = 20
+
+
+class PageSource(Protocol):
+    """What the pager needs of a client (``ImsClient`` is one)."""
+
+    async def list_images(
+        self, region: str, query: Sequence[tuple[str, str]], *, partition: str
+    ) -> ListPage: ...
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What to list: one partition, optionally only what changed since a moment (delta)."""
+
+    region: str
+    image_type: str
+    page_size: int
+    updated_since: datetime | None = None  # delta mode: updated_at=gte:<this>
+
+    def query(
+        self, *, marker: str | None = None, created_since: datetime | None = None
+    ) -> list[tuple[str, str]]:
+        """The query pairs of one request (the client sorts and encodes them)."""
+        pairs = [
+            ("__imagetype", self.image_type),
+            ("limit", str(self.page_size)),
+            ("sort_key", "created_at"),
+            ("sort_dir", "asc"),
+        ]
+        if self.updated_since is not None:
+            pairs.append(("updated_at", f"gte:{format_time(self.updated_since)}"))
+        if created_since is not None:
+            pairs.append(("created_at", f"gte:{format_time(created_since)}"))
+        if marker is not None:
+            pairs.append(("marker", marker))
+        return pairs
+
+
+@dataclass
+class ListingStats:
+    """Filled in while a listing runs (readable after a failure too)."""
+
+    requests: int = 0  # listing requests answered (pages, empty pages, IMG.0066)
+    pages: int = 0  # pages yielded (non-empty after dropping replays)
+    images: int = 0  # images yielded
+    resumes: int = 0  # markerless created_at=gte requests (vanished marker or end check)
+    replayed: int = 0  # images dropped because a resume returned them again
+    anomalies: int = 0  # server oddities tolerated (next_marker ≠ last id)
+
+
+def format_time(moment: datetime) -> str:
+    """UTC, whole seconds (floored), as IMS's ``yyyy-MM-ddThh:mm:ssZ``."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).replace(microsecond=0).strftime(TIME_FORMAT)
+
+
+def parse_created_at(value: Any) -> datetime | None:
+    """``2018-09-06T14:03:27Z`` (or with an offset, or ``yyyy-MM-dd hh:mm:ss``, as UTC)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC)
+
+
+class _Scan:
+    """The pager's memory: where it is, and the ids yielded in the current second."""
+
+    def __init__(self, listing: Listing, partition: str, stats: ListingStats) -> None:
+        self.listing = listing
+        self.partition = partition
+        self.stats = stats
+        self.page_no = 0  # answers received, for messages
+        self.last_id: str | None = None
+        self.last_created: datetime | None = None
+        self.second: datetime | None = None  # the second of last_created
+        self.ids_in_second: set[str] = set()  # yielded ids of that second
+        self.replay: set[str] = set()  # of those, ids a resume may send again (dropped once)
+        self.confirming = False  # a markerless resume was sent, nothing new seen since
+
+    def fail(self, message: str) -> PagingError:
+        return PagingError(message, partition=self.partition)
+
+    def resume_from(self) -> datetime:
+        assert self.second is not None
+        self.replay = set(self.ids_in_second)
+        self.confirming = True
+        return self.second
+
+    def accept(self, images: list[dict[str, Any]], request_id: str | None) -> list[dict[str, Any]]:
+        """Check one page against everything seen; the images not yet yielded, in order."""
+        fresh: list[dict[str, Any]] = []
+        for position, obj in enumerate(images):
+            image_id = obj.get("id")
+            where = f"page {self.page_no}, position {position}"
+            if not isinstance(image_id, str) or not image_id.strip():
+                raise MalformedResponse(
+                    f"image without a usable id at {where}",
+                    status=200,
+                    request_id=request_id,
+                    region=self.listing.region,
+                    partition=self.partition,
+                )
+            created = parse_created_at(obj.get("created_at"))
+            if created is None:
+                raise MalformedResponse(
+                    f"image {image_id} at {where} has no parseable created_at "
+                    f"({obj.get('created_at')!r:.40})",
+                    status=200,
+                    request_id=request_id,
+                    region=self.listing.region,
+                    partition=self.partition,
+                )
+            second = created.replace(microsecond=0)
+            # Compared by whole seconds: within a second only the ids are checked, so a
+            # resume (which restarts at the second) never looks like going backwards.
+            if self.second is not None and second < self.second:
+                raise self.fail(
+                    f"order violated at {where}: image {image_id} created_at "
+                    f"{obj.get('created_at')} comes after image {self.last_id} created_at "
+                    f"{format_time(self.last_created or self.second)} (asked for created_at asc)"
+                )
+            if second != self.second:
+                self.second = second
+                self.ids_in_second = set()
+                self.replay = set()
+            if image_id in self.replay:
+                self.replay.discard(image_id)
+                self.stats.replayed += 1
+            elif image_id in self.ids_in_second:
+                raise self.fail(f"image {image_id} listed twice (again at {where})")
+            else:
+                self.ids_in_second.add(image_id)
+                self.confirming = False
+                fresh.append(obj)
+            self.last_id = image_id
+            self.last_created = created
+        return fresh
+
+
+async def iter_listing(
+    client: PageSource,
+    listing: Listing,
+    *,
+    partition: str,
+    stats: ListingStats | None = None,
+    max_resumes: int = DEFAULT_MAX_RESUMES,
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """Yield each page's new images in order; return only when the listing is complete.
+
+    Raises ``PagingError`` for a listing that cannot be trusted (stuck marker, an id twice,
+    order violated, too many resumes) and lets ``ApiError``/``MalformedResponse`` through.
+    """
+    stats = stats if stats is not None else ListingStats()
+    scan = _Scan(listing, partition, stats)
+    marker: str | None = None
+    created_since: datetime | None = None
+    extra: dict[str, Any] = {"partition": partition, "region": listing.region}
+
+    while True:
+        query = listing.query(marker=marker, created_since=created_since)
+        try:
+            page = await client.list_images(listing.region, query, partition=partition)
+        except ApiError as e:
+            if e.code != UNKNOWN_MARKER or marker is None:
+                raise
+            stats.requests += 1
+            scan.page_no += 1
+            created_since = _resume(scan, max_resumes, f"marker {marker} unknown (IMG.0066)")
+            marker = None
+            continue
+        stats.requests += 1
+        scan.page_no += 1
+
+        if not page.images:
+            if marker is None:
+                # A markerless request (first, or a resume) found nothing: the true end.
+                return
+            if scan.confirming:
+                # A resume has already re-walked to this marker and found nothing new: the
+                # marker was just listed, so the emptiness is the end, not a vanished marker.
+                return
+            # The end, or the alternative "unknown marker → empty page": ask without a marker.
+            created_since = _resume(scan, max_resumes, f"empty page after marker {marker}")
+            marker = None
+            continue
+
+        fresh = scan.accept(page.images, page.request_id)
+        last_id = scan.last_id
+        assert last_id is not None
+        if marker is not None and last_id == marker:
+            raise scan.fail(
+                f"marker did not advance: page {scan.page_no} ends with the marker {marker} "
+                "it was asked to start after"
+            )
+        if page.next_marker is not None and page.next_marker != last_id:
+            stats.anomalies += 1
+            log.warning(
+                "next_marker differs from the last image id; paging from the last image",
+                extra=extra | {"next_marker": page.next_marker, "last_id": last_id},
+            )
+        if fresh:
+            stats.pages += 1
+            stats.images += len(fresh)
+            yield fresh
+        if page.has_page_info and page.next_marker is None:
+            return  # page_info present without next_marker: the server says this was the last
+        marker, created_since = last_id, None
+
+
+def _resume(scan: _Scan, max_resumes: int, reason: str) -> datetime:
+    """Count one markerless resume (failing past the budget); the created_at to resume from."""
+    stats = scan.stats
+    if stats.resumes >= max_resumes:
+        raise scan.fail(
+            f"listing incomplete: gave up after {stats.resumes} resumes ({reason}; "
+            f"{stats.images} images listed so far)"
+        )
+    stats.resumes += 1
+    since = scan.resume_from()
+    log.info(
+        "listing resumes without a marker",
+        extra={
+            "partition": scan.partition,
+            "region": scan.listing.region,
+            "reason": reason,
+            "created_since": format_time(since),
+            "resumes": stats.resumes,
+        },
+    )
+    return since
