@@ -244,6 +244,8 @@ class ListingHandler:
             op, _, moment = condition.partition(":")
             assert op == "gte", condition
             rows = [r for r in rows if r["updated_at"] >= moment]
+        for wanted in seen.params("id"):
+            rows = [r for r in rows if r["id"] == wanted]
         marker = seen.param("marker")
         if marker:
             position = next((i for i, r in enumerate(rows) if r["id"] == marker), None)

@@ -13,7 +13,10 @@ service resolved what Huawei's documents leave open (reference/ims-api-facts.md)
   has already yielded (it keeps only the ids of the current second, so memory is
   O(images per second), never O(listing));
 * an empty page that answered a marker request is therefore ambiguous (the end, or a vanished
-  marker), and is only taken as the end once a markerless resume request confirms it.
+  marker), and is only taken as the end once a markerless request confirms it: a probe
+  ``id=<marker>`` that finds the marker image (so nothing follows it). A marker that is gone
+  means a resume as above; a server that ignores the ``id`` filter falls back to the resume
+  itself as the check (it re-walks to the last image and must find nothing new after it).
 
 The sort is explicit and stable under change: ``sort_key=created_at&sort_dir=asc``. An image
 keeps its ``created_at`` for life, so updates during the scan do not move it, and images
@@ -80,7 +83,8 @@ class ListingStats:
     requests: int = 0  # listing requests answered (pages, empty pages, IMG.0066)
     pages: int = 0  # pages yielded (non-empty after dropping replays)
     images: int = 0  # images yielded
-    resumes: int = 0  # markerless created_at=gte requests (vanished marker or end check)
+    resumes: int = 0  # markerless created_at=gte requests after a vanished marker
+    probes: int = 0  # id=<marker> requests checking an empty page after a marker
     replayed: int = 0  # images dropped because a resume returned them again
     anomalies: int = 0  # server oddities tolerated (next_marker ≠ last id)
 
@@ -218,12 +222,17 @@ async def iter_listing(
             if marker is None:
                 # A markerless request (first, or a resume) found nothing: the true end.
                 return
-            if scan.confirming:
-                # A resume has already re-walked to this marker and found nothing new: the
-                # marker was just listed, so the emptiness is the end, not a vanished marker.
+            # The end, or the alternative "unknown marker → empty page". Ask whether the
+            # marker image still exists: if it does, nothing follows it and this is the end.
+            exists = await _marker_exists(client, listing, marker, scan)
+            if exists or (exists is None and scan.confirming):
+                # (Inconclusive probe: a resume already re-walked to this marker, which was
+                # just listed, and found nothing new after it — the end.)
                 return
-            # The end, or the alternative "unknown marker → empty page": ask without a marker.
-            created_since = _resume(scan, max_resumes, f"empty page after marker {marker}")
+            why = "is gone" if exists is False else "could not be checked"
+            created_since = _resume(
+                scan, max_resumes, f"empty page after marker {marker}, which {why}"
+            )
             marker = None
             continue
 
@@ -248,6 +257,33 @@ async def iter_listing(
         if page.has_page_info and page.next_marker is None:
             return  # page_info present without next_marker: the server says this was the last
         marker, created_since = last_id, None
+
+
+async def _marker_exists(
+    client: PageSource, listing: Listing, marker: str, scan: _Scan
+) -> bool | None:
+    """Does the marker image still exist? ``GET ?__imagetype=T&id=<marker>``.
+
+    True: it is listed; False: an empty answer; None: inconclusive (the server answered with
+    other images, i.e. ignores the ``id`` filter, or refused the probe with a 400).
+    """
+    stats = scan.stats
+    query = [("__imagetype", listing.image_type), ("id", marker), ("limit", "1")]
+    try:
+        page = await client.list_images(listing.region, query, partition=scan.partition)
+    except ApiError as e:
+        if e.status != 400:
+            raise
+        stats.requests += 1
+        stats.probes += 1
+        return None
+    stats.requests += 1
+    stats.probes += 1
+    if not page.images:
+        return False
+    if any(obj.get("id") == marker for obj in page.images):
+        return True
+    return None
 
 
 def _resume(scan: _Scan, max_resumes: int, reason: str) -> datetime:

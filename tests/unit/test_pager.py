@@ -122,8 +122,40 @@ async def test_exact_page_boundary_ends_on_a_confirmed_empty_page(
     assert await collect(client, 5, stats=stats) == ids_of(data)
     requests = ims.listing_requests()
     assert [r.param("marker") for r in requests] == [None, "img-0004", "img-0009", None]
-    assert requests[-1].param("created_at") == "gte:2024-01-01T00:00:09Z"  # the confirmation
-    assert (stats.resumes, stats.replayed, stats.pages) == (1, 1, 2)
+    probe = requests[-1]  # the empty page is confirmed: the marker image still exists
+    assert sorted(probe.pairs) == [("__imagetype", "private"), ("id", "img-0009"), ("limit", "1")]
+    assert (stats.probes, stats.resumes, stats.pages, stats.requests) == (1, 0, 2, 4)
+
+
+@pytest.mark.parametrize("probe_answer", ["ignores-id", "400"])
+async def test_inconclusive_probe_falls_back_to_a_created_at_resume(
+    ims: ScriptedIms, client: ImsClient, probe_answer: str
+) -> None:
+    data = images_at([0, 1, 2, 3, 3, 3])
+    handler = ListingHandler(data, page_info=False)
+
+    def override(seen: Seen, n: int) -> Answer | None:
+        if seen.param("id") is None:
+            return None
+        if probe_answer == "400":
+            return ims_error(400, "IMG.0017", "bad URL condition")
+        return Answer(200, {"images": handler.ordered()[:1]})  # the filter is ignored
+
+    handler.override = override
+    ims.handler = handler
+    stats = ListingStats()
+    assert await collect(client, 3, stats=stats) == ids_of(data)
+    markers = [(r.param("marker"), r.param("id"), r.param("created_at")) for r in ims.seen]
+    assert markers == [
+        (None, None, None),
+        ("img-0002", None, None),
+        ("img-0005", None, None),  # empty
+        (None, "img-0005", None),  # probe: inconclusive
+        (None, None, "gte:2024-01-01T00:00:03Z"),  # resume: replays 3..5, nothing new
+        ("img-0005", None, None),  # empty again
+        (None, "img-0005", None),  # inconclusive again, but the resume found nothing: the end
+    ]
+    assert (stats.resumes, stats.replayed, stats.probes) == (1, 3, 2)
 
 
 @pytest.mark.parametrize("unknown_marker", ["error", "empty"])
@@ -132,8 +164,8 @@ async def test_without_page_info(ims: ScriptedIms, client: ImsClient, unknown_ma
     ims.handler = ListingHandler(data, page_info=False, unknown_marker=unknown_marker)
     stats = ListingStats()
     assert await collect(client, 5, stats=stats) == ids_of(data)
-    # The end needs an empty page after a marker, then the markerless check.
-    assert stats.resumes == 1
+    # The end is an empty page after a marker, then the probe that finds the marker.
+    assert (stats.probes, stats.resumes) == (1, 0)
 
 
 async def test_server_cap_below_limit_short_pages_are_not_the_end(
@@ -143,7 +175,7 @@ async def test_server_cap_below_limit_short_pages_are_not_the_end(
     handler = ListingHandler(data, page_info=False, max_limit=7)
     ims.handler = handler
     assert await collect(client, 10) == ids_of(data)
-    assert all(r.param("limit") == "10" for r in ims.listing_requests())
+    assert all(r.param("limit") == "10" for r in ims.listing_requests() if not r.param("id"))
 
 
 async def test_short_page_mid_listing_with_page_info_and_next_marker(
@@ -205,12 +237,15 @@ async def test_marker_deleted_between_pages_resumes(
     data = images_at(n // 3 for n in range(30))
     handler = ListingHandler(data, page_info=page_info, unknown_marker=unknown_marker)
     deleted: list[str] = []
+    marker_requests = 0
 
     def before(seen: Seen, n: int) -> None:
-        marker = seen.param("marker")
-        if marker and n in (2, 4):  # delete the marker image just before it is used
-            handler.delete(marker)
-            deleted.append(marker)
+        nonlocal marker_requests
+        if marker := seen.param("marker"):
+            marker_requests += 1
+            if marker_requests in (1, 3):  # the marker image vanishes just before its use
+                handler.delete(marker)
+                deleted.append(marker)
 
     handler.before = before
     ims.handler = handler
