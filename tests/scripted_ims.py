@@ -70,8 +70,9 @@ Handler = Callable[[Seen], Awaitable[Answer]]
 
 
 class ScriptedIms:
-    def __init__(self, handler: Handler | None = None) -> None:
+    def __init__(self, handler: Handler | None = None, *, ssl_context: Any = None) -> None:
         self.handler: Handler = handler or _default
+        self.ssl_context = ssl_context
         self.seen: list[Seen] = []
         self.in_flight = 0
         self.max_in_flight = 0
@@ -95,11 +96,12 @@ class ScriptedIms:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        site = web.TCPSite(self._runner, "127.0.0.1", 0, ssl_context=self.ssl_context)
         await site.start()
         server = site._server
         assert isinstance(server, asyncio.base_events.Server)
-        self.base_url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}"
+        scheme = "https" if self.ssl_context is not None else "http"
+        self.base_url = f"{scheme}://127.0.0.1:{server.sockets[0].getsockname()[1]}"
         return self
 
     async def __aexit__(

@@ -20,6 +20,7 @@ import asyncio
 import functools
 import logging
 import random
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from types import TracebackType
@@ -48,8 +49,19 @@ THROTTLE_CODES = frozenset({"APIGW.0308", "IMG.0060"})
 # 401 codes after which an IAM token is worth renewing (once).
 RENEW_CODES = frozenset({"APIGW.0307", "APIGW.0301"})
 
+# IAM tokens last 24 h; one older than this is renewed before use rather than after a 401.
+TOKEN_MAX_AGE = 23 * 3600.0
+
 _MAX_MESSAGE = 300
 _MAX_REQUEST_ID = 128
+
+
+class EndpointError(ApiError):
+    """The endpoint cannot be used at all (bad URL, TLS certificate refused): not retried."""
+
+    @property
+    def transient(self) -> bool:
+        return False
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +100,7 @@ class ImsClient:
         rng: random.Random | None = None,
         backoff: Backoff | None = None,
         increase_after: int = 8,
+        token_max_age: float = TOKEN_MAX_AGE,
     ) -> None:
         self.api = api
         self._credentials = credentials or Credentials()
@@ -99,7 +112,9 @@ class ImsClient:
             api.max_concurrency, api.region_concurrency, increase_after=increase_after
         )
         self._timeout = aiohttp.ClientTimeout(total=api.request_timeout)
-        self._issued_tokens: dict[str, str] = {}  # region → token obtained from IAM
+        self._token_max_age = token_max_age
+        self._issued_tokens: dict[str, tuple[str, float]] = {}  # region → (IAM token, obtained)
+        self._every_token: set[str] = set()  # for redaction, even after renewal
         self._token_locks: dict[str, asyncio.Lock] = {}
 
     # ---- lifetime ----------------------------------------------------------------------
@@ -208,7 +223,11 @@ class ImsClient:
                     f"no complete answer within {self.api.request_timeout:g}s (timeout)"
                 ) from None
             except aiohttp.InvalidURL:
-                raise ApiError("invalid URL for the IMS endpoint") from None
+                raise EndpointError("invalid URL for the IMS endpoint") from None
+            except aiohttp.ClientConnectorCertificateError as e:
+                raise EndpointError(
+                    f"TLS certificate verification failed: {_describe(e)}"
+                ) from None
             except aiohttp.ClientError as e:
                 raise ApiError(f"connection failed: {_describe(e)}") from None
             _report(ticket, reply)
@@ -265,16 +284,23 @@ class ImsClient:
         c = self._credentials
         if c.token:
             return c.token
-        cached = self._issued_tokens.get(region)
+        cached = self._cached_token(region)
         if cached is not None:
             return cached
         lock = self._token_locks.setdefault(region, asyncio.Lock())
         async with lock:
-            cached = self._issued_tokens.get(region)
+            cached = self._cached_token(region)
             if cached is None:
                 cached = await self._obtain_token(region, partition)
-                self._issued_tokens[region] = cached
+                self._every_token.add(cached)
+                self._issued_tokens[region] = (cached, time.monotonic())
             return cached
+
+    def _cached_token(self, region: str) -> str | None:
+        entry = self._issued_tokens.get(region)
+        if entry is None or time.monotonic() - entry[1] >= self._token_max_age:
+            return None
+        return entry[0]
 
     def _may_renew(self, region: str, token: str, error: AuthError) -> bool:
         """A 401 on an IAM-issued token: forget it (unless a renewal already replaced it)."""
@@ -282,7 +308,8 @@ class ImsClient:
             return False
         if error.code is not None and error.code not in RENEW_CODES:
             return False
-        if self._issued_tokens.get(region) == token:
+        entry = self._issued_tokens.get(region)
+        if entry is not None and entry[0] == token:
             del self._issued_tokens[region]
         return True
 
@@ -429,7 +456,7 @@ class ImsClient:
 
     def _redact(self, text: str) -> str:
         c = self._credentials
-        for secret in (c.ak, c.sk, c.token, c.password, *self._issued_tokens.values()):
+        for secret in (c.ak, c.sk, c.token, c.password, *self._every_token):
             if secret and len(secret) >= 4:
                 text = text.replace(secret, "***")
         return text
@@ -455,10 +482,10 @@ def _report(ticket: Ticket, reply: _Reply) -> None:
 
 
 def _retryable(error: ApiError) -> bool:
-    if isinstance(error, AuthError | MalformedResponse):
+    if isinstance(error, AuthError | MalformedResponse | EndpointError):
         return False
     if error.status is None:
-        return not error.message.startswith("invalid URL")
+        return True
     return error.status == 429 or error.status >= 500 or error.code in THROTTLE_CODES
 
 

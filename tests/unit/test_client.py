@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import shutil
+import ssl
+import subprocess
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -17,7 +21,7 @@ import pytest
 from syncer.config import ApiSettings, Credentials
 from syncer.errors import ApiError, AuthError, MalformedResponse
 from syncer.ims import signer
-from syncer.ims.client import ImsClient, ListPage
+from syncer.ims.client import EndpointError, ImsClient, ListPage
 from tests.scripted_ims import Answer, ScriptedIms, Seen, gateway_error, ims_error, queue
 
 AK = "AKSECRET1234567890"
@@ -212,6 +216,17 @@ async def test_token_from_iam_is_obtained_once_and_cached_per_region(ims: Script
     assert [s.headers["X-Auth-Token"] for s in listing] == ["tok-1"] * 5 + ["tok-2"]
 
 
+async def test_iam_token_older_than_max_age_is_renewed_before_use(ims: ScriptedIms) -> None:
+    issued: list[str] = []
+    ims.handler = iam_and_listing(["tok-1", "tok-2"], {"tok-1", "tok-2"}, issued)
+    api = settings(ims, auth="token")
+    async with ImsClient(api, iam_creds(), sleep=Sleeps(), token_max_age=0.0) as c:
+        await list_once(c)
+        await list_once(c)
+    assert issued == ["tok-1", "tok-2"]
+    assert [s.headers["X-Auth-Token"] for s in ims.listing_requests()] == ["tok-1", "tok-2"]
+
+
 async def test_iam_token_renewed_once_on_401(ims: ScriptedIms) -> None:
     issued: list[str] = []
     ims.handler = iam_and_listing(["tok-old", "tok-new"], {"tok-new"}, issued)
@@ -373,6 +388,35 @@ async def test_unreachable_server_gives_up_after_max_attempts() -> None:
     assert "connection failed" in str(raised.value)
     assert "gave up after 3 attempts" in str(raised.value)
     assert len(sleeps.calls) == 2
+
+
+@pytest.fixture
+def self_signed(tmp_path: Path) -> ssl.SSLContext:
+    """A server TLS context with a certificate nobody trusts."""
+    if shutil.which("openssl") is None:
+        pytest.skip("needs the openssl command")
+    key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    return context
+
+
+async def test_untrusted_tls_certificate_is_refused_without_retry(
+    self_signed: ssl.SSLContext,
+) -> None:
+    context = self_signed
+    sleeps = Sleeps()
+    async with ScriptedIms(queue(then=Answer(200, PAGE)), ssl_context=context) as server:
+        async with client(server, sleeps) as c:
+            with pytest.raises(EndpointError, match="certificate") as raised:
+                await list_once(c)
+        assert server.seen == []  # verification stays on: nothing was sent
+    assert sleeps.calls == [] and not raised.value.transient
 
 
 async def test_gives_up_after_max_attempts_with_the_facts(ims: ScriptedIms) -> None:
