@@ -194,7 +194,9 @@ class PageDigest(NamedTuple):
     newest_update: datetime | None
 
     def records(self, positions: list[int]) -> list[ImageRecord]:
-        return [to_record(self.objects[i], self.ids[i], self.raws[i], self.hashes[i]) for i in positions]
+        return [
+            to_record(self.objects[i], self.ids[i], self.raws[i], self.hashes[i]) for i in positions
+        ]
 
 
 def digest_page(objs: list[Any], *, partition: str = "") -> PageDigest:

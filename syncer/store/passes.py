@@ -86,33 +86,55 @@ class PartitionPass:
         conn, counts = self.conn, self.counts
         async with conn.transaction():
             wanted = await conn.fetch(
-                sql("page_prefilter"), self.region, self.image_type, page.ids, page.hashes,
-                self.mode == "full", page.newest_update,
+                sql("page_prefilter"),
+                self.region,
+                self.image_type,
+                page.ids,
+                page.hashes,
+                self.mode == "full",
+                page.newest_update,
             )
             if wanted:
                 records = page.records([w["ord"] - 1 for w in wanted])
-                fresh = [r for r, w in zip(records, wanted, strict=True) if not w["known"] and r.status != "deleted"]
-                staged = [r for r, w in zip(records, wanted, strict=True) if w["known"] or r.status == "deleted"]
+                fresh = [
+                    r
+                    for r, w in zip(records, wanted, strict=True)
+                    if not w["known"] and r.status != "deleted"
+                ]
+                staged = [
+                    r
+                    for r, w in zip(records, wanted, strict=True)
+                    if w["known"] or r.status == "deleted"
+                ]
                 kinds: list[str] = []
                 if fresh:
                     await conn.copy_records_to_table(
-                        "image_rows", schema_name="ims", columns=("region", "image_type", *COLUMNS),
+                        "image_rows",
+                        schema_name="ims",
+                        columns=("region", "image_type", *COLUMNS),
                         records=[(self.region, self.image_type, *r) for r in fresh],
                     )
                     await conn.execute(
-                        sql("stage_created_events"), [r.image_id for r in fresh], [r.status for r in fresh]
+                        sql("stage_created_events"),
+                        [r.image_id for r in fresh],
+                        [r.status for r in fresh],
                     )
                     kinds += ["created"] * len(fresh)
                 if staged:
                     await conn.copy_records_to_table("sync_stage", records=staged, columns=COLUMNS)
-                    kinds += [r["kind"] for r in await conn.fetch(sql("page_upsert"), self.region, self.image_type)]
+                    kinds += [
+                        r["kind"]
+                        for r in await conn.fetch(sql("page_upsert"), self.region, self.image_type)
+                    ]
                 counts.written += len(records)
                 if kinds:
                     await conn.execute(sql("append_events"), self.region, self.run_id)
                     counts.add_kinds(kinds)
         counts.pages += 1
         counts.images_seen += len(page.ids)
-        if page.newest_update is not None and (self.watermark is None or page.newest_update > self.watermark):
+        if page.newest_update is not None and (
+            self.watermark is None or page.newest_update > self.watermark
+        ):
             self.watermark = page.newest_update
         return counts
 
