@@ -102,7 +102,7 @@ def main(
         logging.DEBUG
         if verbose >= 2
         else logging.INFO
-        if verbose == 1 or ctx.invoked_subcommand in ("run", "simulate", "demo")
+        if verbose == 1 or ctx.invoked_subcommand in ("run", "simulate")
         else logging.WARNING
     )
     logs.configure(level, json=None if log_format == "auto" else log_format == "json")
