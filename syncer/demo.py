@@ -29,8 +29,11 @@ REGIONS = ("cn-north-4", "ap-southeast-1")
 
 async def run_demo(console: Console, *, images_per_partition: int = 2000) -> None:
     console.rule("syncer demo")
-    console.print("starting a private PostgreSQL …")
     with EmbeddedPostgres(durable=False) as pg:
+        console.print(
+            f"private PostgreSQL on port {pg.port} "
+            f"({pg.binaries.source} binaries: {pg.binaries.bin_dir})"
+        )
         await migrate(pg.dsn)
         async with Simulator(
             regions=REGIONS, images_per_partition=images_per_partition, seed=7

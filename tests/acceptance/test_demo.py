@@ -14,3 +14,17 @@ def test_demo_runs_the_whole_pipeline() -> None:
     for kind in ("created", "status_chan", "updated", "deleted"):
         assert kind in out, kind
     assert "cn-north-4/private 60" in out  # +1 upload, -1 deleted
+
+
+def test_demo_on_a_machine_without_postgresql() -> None:
+    """System binaries hidden: the embedded database comes from the pgserver wheel."""
+    done = syncer(
+        "demo",
+        "--images-per-partition",
+        "20",
+        env={"SYNCER_PG_BINARIES": "pgserver", "PATH": "/usr/bin:/bin"},
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "(pgserver binaries:" in done.stdout
+    assert "deleted" in done.stdout
