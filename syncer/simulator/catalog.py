@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import copy
 import heapq
+import itertools
 import random
 import time
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Final
 
+import orjson
 from sortedcontainers import SortedList
 
 from syncer.simulator.generate import (
@@ -33,6 +35,27 @@ from syncer.simulator.generate import (
 SORT_KEYS: Final = ("name", "container_format", "disk_format", "status", "id", "size", "created_at")
 _CORE: Final = frozenset(("id", "name", "status", "created_at", "updated_at", "active_at"))
 _READ_ONLY: Final = frozenset(("id", "created_at", "updated_at"))
+
+
+class RenderCache:
+    """Serialized objects by image id, shared by a catalog's partitions and bounded.
+
+    A page body is then a join of cached byte strings: serving stays far cheaper than syncing,
+    so benchmarks measure the syncer, not the simulator. An image's entry is dropped whenever
+    the image changes (every change goes through ``Partition.add``/``remove``). When the cache
+    is full the oldest quarter is evicted, so memory stays bounded for a 1M-image catalog.
+    """
+
+    def __init__(self, limit: int = 250_000) -> None:
+        self.limit = limit
+        self.entries: dict[str, bytes] = {}
+
+    def put(self, image_id: str, body: bytes) -> None:
+        entries = self.entries
+        if len(entries) >= self.limit:
+            for key in list(itertools.islice(entries, max(1, self.limit // 4))):
+                del entries[key]
+        entries[image_id] = body
 
 
 class _Missing:
@@ -93,8 +116,9 @@ def sort_value(v: Any) -> tuple[int, Any]:
 class Partition:
     """The images of one ``(region, image_type)`` and their indexes."""
 
-    def __init__(self, region: str, shape: TypeShape) -> None:
+    def __init__(self, region: str, shape: TypeShape, cache: RenderCache | None = None) -> None:
         self.region = region
+        self.cache = cache if cache is not None else RenderCache()
         self.image_type = shape.image_type
         self.shape = shape
         self.images: dict[str, Image] = {}
@@ -138,6 +162,17 @@ class Partition:
 
     def render(self, img: Image) -> dict[str, Any]:
         """The whole object, exactly as the API returns it (a fresh dict each time)."""
+        return self._compose(img, copy_mutable=True)
+
+    def render_json(self, img: Image) -> bytes:
+        """The object serialized as the API sends it (cached until the image changes)."""
+        body = self.cache.entries.get(img.id)
+        if body is None:
+            body = orjson.dumps(self._compose(img, copy_mutable=False))
+            self.cache.put(img.id, body)
+        return body
+
+    def _compose(self, img: Image, *, copy_mutable: bool) -> dict[str, Any]:
         shape = self.shape
         h = image_hash(img.id)
         d = dict(shape.base)
@@ -153,15 +188,16 @@ class Partition:
         if img.deleted_at is not None:
             d["deleted"] = True
             d["deleted_at"] = iso(img.deleted_at)
-        for k in MUTABLE_KEYS:  # the layers share their lists and dicts: hand out copies
-            if k in d:
-                d[k] = copy.deepcopy(d[k])
+        if copy_mutable:  # the layers share their lists and dicts: hand out copies
+            for k in MUTABLE_KEYS:
+                if k in d:
+                    d[k] = copy.deepcopy(d[k])
         if img.over:
             for k, v in img.over.items():
                 if v is REMOVED:
                     d.pop(k, None)
                 else:
-                    d[k] = copy.deepcopy(v) if isinstance(v, list | dict) else v
+                    d[k] = copy.deepcopy(v) if copy_mutable and isinstance(v, list | dict) else v
         return d
 
     def member_status(self, img: Image) -> str | None:
@@ -192,6 +228,7 @@ class Partition:
         return self._by_updated
 
     def add(self, img: Image) -> None:
+        self.cache.entries.pop(img.id, None)
         self.images[img.id] = img
         for sort_key, idx in self.indexes.items():
             idx.add(self.order_key(img, sort_key))
@@ -201,6 +238,7 @@ class Partition:
             self.in_flight[img.id] = None
 
     def remove(self, img: Image) -> None:
+        self.cache.entries.pop(img.id, None)
         del self.images[img.id]
         for sort_key, idx in self.indexes.items():
             idx.remove(self.order_key(img, sort_key))
@@ -250,9 +288,10 @@ class Catalog:
         self._purge: list[tuple[float, str, str]] = []  # (when, region, id) for deleted-visible
         self.shapes = {t: TypeShape(t, seed, tenant_project_id) for t in self.image_types}
         self.partitions: dict[tuple[str, str], Partition] = {}
+        self.render_cache = RenderCache()
         for region in self.regions:
             for image_type in self.image_types:
-                part = Partition(region, self.shapes[image_type])
+                part = Partition(region, self.shapes[image_type], self.render_cache)
                 self._generate(part, images_per_partition)
                 self.partitions[(region, image_type)] = part
 

@@ -21,9 +21,18 @@ from syncer.simulator.query import Query, QueryError
 
 @dataclass(frozen=True, slots=True)
 class Page:
-    images: list[dict[str, Any]]
+    hits: list[tuple[Partition, Image]]
     next_marker: str | None  # the last id of a full page
     walked: int
+
+    @property
+    def images(self) -> list[dict[str, Any]]:
+        """The page's objects as fresh dicts."""
+        return [part.render(img) for part, img in self.hits]
+
+    def images_json(self) -> bytes:
+        """The page's ``images`` array, serialized (from the render cache)."""
+        return b"[" + b",".join([part.render_json(img) for part, img in self.hits]) + b"]"
 
 
 def _bounds(
@@ -150,20 +159,20 @@ def list_page(
     stream: Iterator[tuple[Partition, Image]]
     if q.image_id is not None:
         one = catalog.find(region, q.image_id)
-        hits = [] if one is None or one[0] not in parts else [one]
-        stream = _candidates(parts, q, marker_key, hits)
+        found_one = [] if one is None or one[0] not in parts else [one]
+        stream = _candidates(parts, q, marker_key, found_one)
     elif (hits_or_none := _updated_range(parts, q)) is not None:
         stream = _candidates(parts, q, marker_key, hits_or_none)
     else:
         stream = _walk(parts, q, marker_key)
 
-    images: list[dict[str, Any]] = []
+    hits: list[tuple[Partition, Image]] = []
     walked = 0
     for part, img in stream:
         walked += 1
         if q.matches(part, img):
-            images.append(part.render(img))
-            if len(images) == limit:
+            hits.append((part, img))
+            if len(hits) == limit:
                 break
-    next_marker = images[-1]["id"] if len(images) == limit else None
-    return Page(images, next_marker, walked)
+    next_marker = hits[-1][1].id if len(hits) == limit else None
+    return Page(hits, next_marker, walked)

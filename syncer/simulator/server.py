@@ -295,10 +295,11 @@ class Simulator:
         except QueryError as e:
             self._record(region, pairs, 400, None)
             return _ims_error(400, e.code, e.message)
-        doc: dict[str, Any] = {"images": page.images}
+        payload = b'{"images":' + page.images_json()
         if self.page_info:
-            doc["page_info"] = {} if page.next_marker is None else {"next_marker": page.next_marker}
-        payload = orjson.dumps(doc)
+            info = {} if page.next_marker is None else {"next_marker": page.next_marker}
+            payload += b',"page_info":' + orjson.dumps(info)
+        payload += b"}"
 
         if kind == "malformed":  # a complete 200 whose body is not JSON
             self._record(region, pairs, 200, kind)

@@ -266,3 +266,29 @@ def test_life_creates_transitions_updates_and_deletes() -> None:
         for sort_key in ("created_at", "name", "status"):
             got = listing(cat, REGION, __imagetype=t, sort_key=sort_key, limit="37")
             assert got == sorted_reference(now, sort_key, desc=True)
+
+
+def test_served_bytes_follow_every_change_and_the_cache_stays_bounded() -> None:
+    import orjson
+
+    from syncer.simulator.catalog import RenderCache
+
+    cat = Catalog(regions=["r"], images_per_partition=50, seed=4, image_types=["private"])
+    cat.render_cache.limit = 20
+    q = parse_query([("__imagetype", "private"), ("limit", "1000")])
+
+    def served() -> dict[str, dict[str, Any]]:
+        return {o["id"]: o for o in orjson.loads(list_page(cat, "r", q).images_json())}
+
+    def truth() -> dict[str, dict[str, Any]]:
+        return {o["id"]: o for o in cat.images("r", "private")}
+
+    assert served() == truth()  # the same objects, rendered or cached
+    assert len(cat.render_cache.entries) <= 20
+    first = cat.images("r", "private")[0]["id"]
+    served()  # cached now
+    cat.update("r", first, name="changed")
+    cat.set_status("r", cat.images("r", "private")[1]["id"], "killed")
+    assert served() == truth()
+    assert served()[first]["name"] == "changed"
+    assert isinstance(cat.render_cache, RenderCache)
