@@ -7,7 +7,7 @@ from typing import Any
 import asyncpg
 
 from syncer.errors import DatabaseError
-from syncer.store.migrate import head_revision
+from syncer.store.migrate import SCHEMA_REVISION
 from syncer.store.queries import sql
 
 
@@ -17,7 +17,7 @@ async def ensure_schema(pool: asyncpg.Pool) -> None:
     have = None
     if await pool.fetchval("SELECT to_regclass('public.alembic_version') IS NOT NULL"):
         have = await pool.fetchval("SELECT max(version_num) FROM public.alembic_version")
-    want = head_revision()
+    want = SCHEMA_REVISION
     if have != want:
         state = "not migrated" if have is None else f"at revision {have}, code expects {want}"
         raise DatabaseError(f"database schema {state}: run `syncer migrate` first")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncpg
 
-from syncer.store.migrate import downgrade, migrate
+from syncer.store.migrate import SCHEMA_REVISION, downgrade, head_revision, migrate
 
 CONTRACT_IMAGES_COLUMNS = {
     "region": "text",
@@ -157,3 +157,10 @@ async def test_missing_reader_role_is_reported_with_sql(empty_db: str) -> None:
     assert result.admin_sql is not None
     assert "CREATE ROLE ims_reader_not_created NOLOGIN" in result.admin_sql
     assert "GRANT SELECT ON ims.image_events TO ims_reader_not_created" in result.admin_sql
+
+
+async def test_code_expects_the_newest_revision(empty_db: str) -> None:
+    """The start-up check's constant follows the alembic scripts (add a revision, bump it)."""
+    assert head_revision() == SCHEMA_REVISION
+    result = await migrate(empty_db)
+    assert result.after == SCHEMA_REVISION
