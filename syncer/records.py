@@ -2,19 +2,21 @@
 
 Typed columns are parsed leniently: a missing or ill-typed optional field becomes NULL. Only an
 object without a usable ``id`` is refused (the partition fails; nothing of the page commits).
-The content hash covers the whole object with its keys sorted, so any change — including to
-fields this code does not know — is seen, and a mere reordering of keys is not.
+The content hash covers the object's bytes exactly as the API sent them (``WireImage.raw``), so
+any change — including to fields this code does not know — is seen, and an unchanged image costs
+one hash. Should the API ever reorder keys or whitespace of an unchanged object, the hash differs
+and the row is rewritten once, but no event is made: events compare the objects as ``jsonb``.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
-import orjson
-
 from syncer.errors import MalformedResponse
+from syncer.ims.wire import WireImage
 
 # Column order of the staging table (see syncer/store/queries.sql).
 COLUMNS = (
@@ -118,31 +120,6 @@ def _tags(v: Any) -> list[str] | None:
     return None
 
 
-def canonical_json(obj: dict[str, Any]) -> bytes:
-    """The object as JSON with sorted keys: what is hashed, and what ``raw`` stores.
-
-    jsonb keeps neither key order nor whitespace, so storing this loses nothing of the object
-    as the API sent it, and saves encoding it twice.
-    """
-    return orjson.dumps(obj, option=orjson.OPT_SORT_KEYS)
-
-
-def content_hash(obj: dict[str, Any]) -> bytes:
-    return _hash(canonical_json(obj))
-
-
-def _hash(data: bytes) -> bytes:
-    return hashlib.blake2b(data, digest_size=16).digest()
-
-
-def image_id_of(obj: Any) -> str | None:
-    if isinstance(obj, dict):
-        v = obj.get("id")
-        if isinstance(v, str) and v.strip() and len(v) <= 255:
-            return v
-    return None
-
-
 def _missing_id(partition: str, position: int) -> MalformedResponse:
     return MalformedResponse(
         f"image object without a usable id at position {position} of the page",
@@ -187,39 +164,66 @@ class PageDigest(NamedTuple):
     unchanged image costs one hash and nothing more.
     """
 
-    objects: list[dict[str, Any]]
+    objects: list[WireImage]
     ids: list[str]
-    raws: list[bytes]
     hashes: list[bytes]
     newest_update: datetime | None
+    oldest_created: datetime | None
+    newest_created: datetime | None
+    listed_deleted: int  # images listed with status "deleted"
 
     def records(self, positions: list[int]) -> list[ImageRecord]:
-        return [
-            to_record(self.objects[i], self.ids[i], self.raws[i], self.hashes[i]) for i in positions
-        ]
+        objects, ids, hashes = self.objects, self.ids, self.hashes
+        return [to_record(objects[i].obj, ids[i], objects[i].raw, hashes[i]) for i in positions]
 
 
-def digest_page(objs: list[Any], *, partition: str = "") -> PageDigest:
+def _is_ims_time(v: object) -> bool:
+    """``yyyy-MM-ddThh:mm:ssZ``-shaped: such strings order as the times they name."""
+    return isinstance(v, str) and len(v) == 20 and v[19] == "Z"
+
+
+def time_span(values: Sequence[object]) -> tuple[datetime | None, datetime | None]:
+    """Oldest and newest parseable time among ``values`` (None, None when there is none).
+
+    IMS's own format is compared as text and only candidates are parsed: a page costs two
+    parses, not one per image.
+    """
+    texts = sorted(v for v in values if _is_ims_time(v))  # type: ignore[type-var]
+    times = [t for v in values if not _is_ims_time(v) and (t := parse_time(v)) is not None]
+    for text in texts:  # the first that parses (almost always the first)
+        if (t := parse_time(text)) is not None:
+            times.append(t)
+            break
+    for text in reversed(texts):
+        if (t := parse_time(text)) is not None:
+            times.append(t)
+            break
+    return (min(times), max(times)) if times else (None, None)
+
+
+def digest_page(objs: Sequence[WireImage | dict[str, Any]], *, partition: str = "") -> PageDigest:
     """Ids and content hashes of a page; one object without a usable id refuses the page."""
+    images = [o if isinstance(o, WireImage) else WireImage.from_object(o) for o in objs]
     ids: list[str] = []
-    raws: list[bytes] = []
     hashes: list[bytes] = []
-    newest_update: datetime | None = None
-    for i, obj in enumerate(objs):
-        image_id = image_id_of(obj)
-        if image_id is None:
+    blake2b = hashlib.blake2b
+    for i, img in enumerate(images):
+        image_id = img.id
+        if not (isinstance(image_id, str) and image_id.strip() and len(image_id) <= 255):
             raise _missing_id(partition, i)
         ids.append(image_id)
-        raw = canonical_json(obj)
-        raws.append(raw)
-        hashes.append(_hash(raw))
-        updated = parse_time(obj.get("updated_at"))
-        if updated is not None and (newest_update is None or updated > newest_update):
-            newest_update = updated
-    return PageDigest(objs, ids, raws, hashes, newest_update)
+        hashes.append(blake2b(img.raw, digest_size=16).digest())
+    oldest_created, newest_created = time_span([img.created_at for img in images])
+    newest_update = time_span([img.updated_at for img in images])[1]
+    listed_deleted = sum(1 for img in images if img.status == "deleted")
+    return PageDigest(
+        images, ids, hashes, newest_update, oldest_created, newest_created, listed_deleted
+    )
 
 
-def to_records(objs: list[Any], *, partition: str = "") -> list[ImageRecord]:
+def to_records(
+    objs: Sequence[WireImage | dict[str, Any]], *, partition: str = ""
+) -> list[ImageRecord]:
     """A whole page as typed records; one bad object refuses the page."""
     d = digest_page(objs, partition=partition)
     return d.records(list(range(len(objs))))

@@ -61,7 +61,9 @@ CREATE INDEX image_rows_partition_idx ON ims.image_rows (region, image_type) INC
 CREATE INDEX image_rows_status_idx ON ims.image_rows (status);
 CREATE INDEX image_rows_created_at_idx ON ims.image_rows (created_at);
 CREATE INDEX image_rows_updated_at_idx ON ims.image_rows (updated_at);
-CREATE INDEX image_rows_live_idx ON ims.image_rows (region, image_type) WHERE deleted_at IS NULL;
+-- Live rows of a partition in listing order: a full sweep compares each page with this range.
+CREATE INDEX image_rows_live_idx ON ims.image_rows (region, image_type, created_at)
+  WHERE deleted_at IS NULL;
 
 -- Per (region, image type): what the sync needs to resume and to judge deletions.
 CREATE TABLE ims.partitions (

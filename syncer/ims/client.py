@@ -36,6 +36,7 @@ from syncer.errors import ApiError, AuthError, MalformedResponse
 from syncer.ims import signer
 from syncer.ims.backoff import Backoff, parse_retry_after
 from syncer.ims.concurrency import ConcurrencyGate, Ticket
+from syncer.ims.wire import WireImage, decode_answer
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ class EndpointError(ApiError):
 class ListPage:
     """One answer of ``GET /v2/cloudimages``."""
 
-    images: list[dict[str, Any]]  # objects as parsed by orjson, nothing dropped
+    images: list[WireImage]  # each object's bytes as sent (and its dict on demand)
     next_marker: str | None  # page_info.next_marker
     has_page_info: bool
     request_id: str | None
@@ -384,6 +385,25 @@ class ImsClient:
                 partition=partition,
             )
 
+        fast = decode_answer(raw)
+        if fast is not None:
+            images, page_info = fast
+        else:  # refused: decode it the general way to say precisely what is wrong
+            images, page_info = self._parse_slowly(raw, bad)
+        next_marker: str | None = None
+        if page_info is not None:
+            if not isinstance(page_info, dict):
+                raise bad(f"has 'page_info' {_json_kind(page_info)}, not an object")
+            marker = page_info.get("next_marker")
+            if marker is not None and not isinstance(marker, str):
+                raise bad(f"has page_info.next_marker {_json_kind(marker)}, not a string")
+            next_marker = marker or None
+        return ListPage(images, next_marker, page_info is not None, request_id)
+
+    @staticmethod
+    def _parse_slowly(
+        raw: bytes, bad: Callable[[str], MalformedResponse]
+    ) -> tuple[list[WireImage], Any]:
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
@@ -398,16 +418,7 @@ class ImsClient:
         for i, item in enumerate(images):
             if not isinstance(item, dict):
                 raise bad(f"has images[{i}] {_json_kind(item)}, not an object")
-        page_info = doc.get("page_info")
-        next_marker: str | None = None
-        if page_info is not None:
-            if not isinstance(page_info, dict):
-                raise bad(f"has 'page_info' {_json_kind(page_info)}, not an object")
-            marker = page_info.get("next_marker")
-            if marker is not None and not isinstance(marker, str):
-                raise bad(f"has page_info.next_marker {_json_kind(marker)}, not a string")
-            next_marker = marker or None
-        return ListPage(images, next_marker, page_info is not None, request_id)
+        return [WireImage.from_object(obj) for obj in images], doc.get("page_info")
 
     def _error_from(
         self, reply: _Reply, *, region: str, partition: str | None, prefix: str = ""

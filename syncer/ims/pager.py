@@ -33,6 +33,7 @@ from typing import Any, Protocol
 
 from syncer.errors import ApiError, MalformedResponse, PagingError
 from syncer.ims.client import UNKNOWN_MARKER, ListPage
+from syncer.ims.wire import WireImage
 
 log = logging.getLogger(__name__)
 
@@ -98,6 +99,11 @@ def format_time(moment: datetime) -> str:
 
 def parse_created_at(value: Any) -> datetime | None:
     """``2018-09-06T14:03:27Z`` (or with an offset, or ``yyyy-MM-dd hh:mm:ss``, as UTC)."""
+    if isinstance(value, str) and len(value) == 20 and value[19] == "Z":  # IMS's own format
+        try:
+            return datetime.fromisoformat(value)  # UTC, whole seconds already
+        except ValueError:
+            return None
     if not isinstance(value, str) or not value.strip():
         return None
     try:
@@ -133,37 +139,47 @@ class _Scan:
         self.confirming = True
         return self.second
 
-    def accept(self, images: list[dict[str, Any]], request_id: str | None) -> list[dict[str, Any]]:
+    def _where(self, position: int) -> str:
+        return f"page {self.page_no}, position {position}"
+
+    def accept(self, images: list[WireImage], request_id: str | None) -> list[WireImage]:
         """Check one page against everything seen; the images not yet yielded, in order."""
-        fresh: list[dict[str, Any]] = []
+        fresh: list[WireImage] = []
+        last_text: object = None  # created_at text of the previous image and its second
+        last_second: datetime | None = None
         for position, obj in enumerate(images):
-            image_id = obj.get("id")
-            where = f"page {self.page_no}, position {position}"
+            image_id = obj.id
             if not isinstance(image_id, str) or not image_id.strip():
                 raise MalformedResponse(
-                    f"image without a usable id at {where}",
+                    f"image without a usable id at {self._where(position)}",
                     status=200,
                     request_id=request_id,
                     region=self.listing.region,
                     partition=self.partition,
                 )
-            created = parse_created_at(obj.get("created_at"))
-            if created is None:
-                raise MalformedResponse(
-                    f"image {image_id} at {where} has no parseable created_at "
-                    f"({obj.get('created_at')!r:.40})",
-                    status=200,
-                    request_id=request_id,
-                    region=self.listing.region,
-                    partition=self.partition,
-                )
-            second = created.replace(microsecond=0)
+            text = obj.created_at
+            if text == last_text and last_second is not None:  # crowds share their second
+                created = second = last_second
+            else:
+                parsed = parse_created_at(text)
+                if parsed is None:
+                    raise MalformedResponse(
+                        f"image {image_id} at {self._where(position)} has no parseable "
+                        f"created_at ({text!r:.40})",
+                        status=200,
+                        request_id=request_id,
+                        region=self.listing.region,
+                        partition=self.partition,
+                    )
+                created = parsed
+                second = created.replace(microsecond=0) if created.microsecond else created
+                last_text, last_second = text, second
             # Compared by whole seconds: within a second only the ids are checked, so a
             # resume (which restarts at the second) never looks like going backwards.
             if self.second is not None and second < self.second:
                 raise self.fail(
-                    f"order violated at {where}: image {image_id} created_at "
-                    f"{obj.get('created_at')} comes after image {self.last_id} created_at "
+                    f"order violated at {self._where(position)}: image {image_id} created_at "
+                    f"{text} comes after image {self.last_id} created_at "
                     f"{format_time(self.last_created or self.second)} (asked for created_at asc)"
                 )
             if second != self.second:
@@ -174,7 +190,7 @@ class _Scan:
                 self.replay.discard(image_id)
                 self.stats.replayed += 1
             elif image_id in self.ids_in_second:
-                raise self.fail(f"image {image_id} listed twice (again at {where})")
+                raise self.fail(f"image {image_id} listed twice (again at {self._where(position)})")
             else:
                 self.ids_in_second.add(image_id)
                 self.confirming = False
@@ -191,7 +207,7 @@ async def iter_listing(
     partition: str,
     stats: ListingStats | None = None,
     max_resumes: int = DEFAULT_MAX_RESUMES,
-) -> AsyncIterator[list[dict[str, Any]]]:
+) -> AsyncIterator[list[WireImage]]:
     """Yield each page's new images in order; return only when the listing is complete.
 
     Raises ``PagingError`` for a listing that cannot be trusted (stuck marker, an id twice,
@@ -281,7 +297,7 @@ async def _marker_exists(
     stats.probes += 1
     if not page.images:
         return False
-    if any(obj.get("id") == marker for obj in page.images):
+    if any(obj.id == marker for obj in page.images):
         return True
     return None
 

@@ -76,67 +76,73 @@ class PartitionPass:
     last_full_sweep_at: datetime | None
     counts: PassCounts = field(default_factory=PassCounts)
     note: str | None = None
+    listed_deleted: int = 0  # images this pass saw listed with status "deleted"
 
     async def apply_page(self, page: PageDigest) -> PassCounts:
-        """Write one page in one transaction. Returns the running counts.
+        """Apply one page: one round trip when nothing changed, else one write transaction.
 
         Images not known yet are COPied straight into ims.image_rows (the bulk of a first sync
         costs what a raw COPY costs); known images that changed go through the staged upsert.
+        The events of the page are appended last, in the same transaction as its rows.
         """
         conn, counts = self.conn, self.counts
-        async with conn.transaction():
+        args = (self.region, self.image_type, page.ids, page.hashes, self.mode == "full")
+        if self.mode == "full" and page.oldest_created is not None:
             wanted = await conn.fetch(
-                sql("page_prefilter"),
-                self.region,
-                self.image_type,
-                page.ids,
-                page.hashes,
-                self.mode == "full",
+                sql("page_prefilter_range"),
+                *args,
                 page.newest_update,
+                page.oldest_created,
+                page.newest_created,
             )
-            if wanted:
-                records = page.records([w["ord"] - 1 for w in wanted])
-                fresh = [
-                    r
-                    for r, w in zip(records, wanted, strict=True)
-                    if not w["known"] and r.status != "deleted"
-                ]
-                staged = [
-                    r
-                    for r, w in zip(records, wanted, strict=True)
-                    if w["known"] or r.status == "deleted"
-                ]
-                kinds: list[str] = []
-                if fresh:
-                    await conn.copy_records_to_table(
-                        "image_rows",
-                        schema_name="ims",
-                        columns=("region", "image_type", *COLUMNS),
-                        records=[(self.region, self.image_type, *r) for r in fresh],
-                    )
-                    await conn.execute(
-                        sql("stage_created_events"),
-                        [r.image_id for r in fresh],
-                        [r.status for r in fresh],
-                    )
-                    kinds += ["created"] * len(fresh)
-                if staged:
-                    await conn.copy_records_to_table("sync_stage", records=staged, columns=COLUMNS)
-                    kinds += [
-                        r["kind"]
-                        for r in await conn.fetch(sql("page_upsert"), self.region, self.image_type)
-                    ]
-                counts.written += len(records)
-                if kinds:
-                    await conn.execute(sql("append_events"), self.region, self.run_id)
-                    counts.add_kinds(kinds)
+        else:
+            wanted = await conn.fetch(sql("page_prefilter"), *args, page.newest_update)
+        if wanted:
+            async with conn.transaction():
+                await self._write(page, wanted)
         counts.pages += 1
         counts.images_seen += len(page.ids)
+        self.listed_deleted += page.listed_deleted
         if page.newest_update is not None and (
             self.watermark is None or page.newest_update > self.watermark
         ):
             self.watermark = page.newest_update
         return counts
+
+    async def _write(self, page: PageDigest, wanted: list[asyncpg.Record]) -> None:
+        conn, counts = self.conn, self.counts
+        records = page.records([w["ord"] - 1 for w in wanted])
+        fresh = [
+            r
+            for r, w in zip(records, wanted, strict=True)
+            if not w["known"] and r.status != "deleted"
+        ]
+        staged = [
+            r for r, w in zip(records, wanted, strict=True) if w["known"] or r.status == "deleted"
+        ]
+        kinds: list[str] = []
+        if fresh:
+            await conn.copy_records_to_table(
+                "image_rows",
+                schema_name="ims",
+                columns=("region", "image_type", *COLUMNS),
+                records=[(self.region, self.image_type, *r) for r in fresh],
+            )
+            await conn.execute(
+                sql("stage_created_events"), [r.image_id for r in fresh], [r.status for r in fresh]
+            )
+            kinds += ["created"] * len(fresh)
+        if staged:
+            await conn.copy_records_to_table("sync_stage", records=staged, columns=COLUMNS)
+            upserted = await conn.fetch(sql("page_upsert"), self.region, self.image_type)
+            kinds += [r["kind"] for r in upserted]
+        await conn.execute(
+            sql("advance_watermark"), self.region, self.image_type, page.newest_update
+        )
+        counts.written += len(records)
+        if kinds:
+            await conn.execute(sql("append_events"), self.region, self.run_id)
+            counts.add_kinds(kinds)
 
     async def complete_full_sweep(
         self, *, missed_sweeps_to_delete: int, min_ratio: float
@@ -154,18 +160,25 @@ class PartitionPass:
             await conn.execute(sql("record_skipped_sweep"), self.region, self.image_type, reason)
             self.note = reason
             return SweepVerdict(seen, live, 0, reason)
+        # Every listed image is now a row of this partition, live unless it was listed as
+        # deleted; the listing yields each id once. So the live rows the sweep did not see
+        # number live - (seen - listed_deleted): when that is 0, the anti-join over the whole
+        # partition would find nothing (the common case) and is skipped.
+        unseen = live - (seen - self.listed_deleted)
         async with conn.transaction():
-            await conn.execute(sql("prepare_mark_missed"))
-            kinds = [
-                r["kind"]
-                for r in await conn.fetch(
-                    sql("mark_missed"),
-                    self.region,
-                    self.image_type,
-                    self.last_full_sweep_at,
-                    missed_sweeps_to_delete,
-                )
-            ]
+            kinds: list[str] = []
+            if unseen > 0:
+                await conn.execute(sql("prepare_mark_missed"))
+                kinds = [
+                    r["kind"]
+                    for r in await conn.fetch(
+                        sql("mark_missed"),
+                        self.region,
+                        self.image_type,
+                        self.last_full_sweep_at,
+                        missed_sweeps_to_delete,
+                    )
+                ]
             await conn.execute(
                 sql("record_full_sweep"), self.region, self.image_type, self.started_at, self.run_id
             )

@@ -15,6 +15,9 @@ CREATE TEMP TABLE IF NOT EXISTS sync_page_events (
 ) ON COMMIT DELETE ROWS;
 CREATE TEMP TABLE IF NOT EXISTS sync_seen (image_id text);
 TRUNCATE sync_seen;
+-- Every join of a pass is over a page or a partition whose statistics are stale mid-sync:
+-- hashed, never a nested loop that could turn quadratic (LATERAL probes stay what they are).
+SET enable_nestloop = off;
 
 -- name: try_lock_partition
 SELECT pg_try_advisory_lock($1::int, hashtext($2::text || '/' || $3::text));
@@ -48,30 +51,69 @@ SET finished_at = now(), outcome = $2, pages = $3, images_seen = $4, created = $
 WHERE id = $1;
 
 -- name: page_prefilter
--- One round trip per page: remember what a full sweep saw, move the watermark forward, and
--- return the positions (1-based) of the images that need a write. An unchanged image costs
--- nothing more.
+-- One round trip per page, in autocommit: remember what a full sweep saw and return the
+-- positions (1-based) of the images that need a write, and whether a row exists for each.
+-- An unchanged image costs nothing more. The watermark moves here only when nothing on the
+-- page needs a write; otherwise it moves in the page's write transaction (advance_watermark),
+-- so it never runs ahead of committed rows.
+-- This form (delta passes) probes the primary key per image: a delta page's images are spread
+-- over the whole partition. LATERAL … LIMIT 1 keeps it a probe whatever the statistics say.
 WITH page AS (
     SELECT * FROM unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS p(image_id, content_hash, ord)
 ), seen AS (
     INSERT INTO sync_seen (image_id) SELECT image_id FROM page WHERE $5::boolean
+), wanted AS (
+    SELECT p.ord, r.image_id IS NOT NULL AS known FROM page p
+    LEFT JOIN LATERAL (
+        SELECT r.image_id, r.content_hash, r.deleted_at, r.missed_sweeps, r.image_type
+        FROM ims.image_rows r WHERE r.region = $1 AND r.image_id = p.image_id LIMIT 1
+    ) r ON true
+    WHERE r.image_id IS NULL
+       OR r.content_hash <> p.content_hash
+       OR r.deleted_at IS NOT NULL
+       OR r.missed_sweeps > 0
+       OR r.image_type <> $2
 ), watermark AS (
     UPDATE ims.partitions SET watermark = $6::timestamptz
     WHERE region = $1 AND image_type = $2 AND $6::timestamptz IS NOT NULL
       AND (watermark IS NULL OR watermark < $6::timestamptz)
+      AND NOT EXISTS (SELECT 1 FROM wanted)
 )
--- LATERAL … LIMIT 1 keeps this a primary-key probe per image whatever the table's statistics
--- say (mid-sync they are stale, and a hash join over the whole partition per page is O(n²)).
-SELECT p.ord, r.image_id IS NOT NULL AS known FROM page p
-LEFT JOIN LATERAL (
-    SELECT r.image_id, r.content_hash, r.deleted_at, r.missed_sweeps, r.image_type
-    FROM ims.image_rows r WHERE r.region = $1 AND r.image_id = p.image_id LIMIT 1
-) r ON true
-WHERE r.image_id IS NULL
-   OR r.content_hash <> p.content_hash
-   OR r.deleted_at IS NOT NULL
-   OR r.missed_sweeps > 0
-   OR r.image_type <> $2;
+SELECT ord, known FROM wanted;
+
+-- name: page_prefilter_range
+-- The same for a full sweep, whose pages follow created_at: the partition's live rows created
+-- within the page's first and last created_at ($7, $8) are about the page's own images, so one
+-- index range scan and a hash join replace a probe per image. (The pass runs with
+-- enable_nestloop off, so the join is hashed whatever the statistics say.) An image not in
+-- that range unchanged (new, tombstoned, missed, in another partition, its created_at
+-- changed) is wanted, and `known` is then probed for it alone.
+WITH page AS (
+    SELECT * FROM unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS p(image_id, content_hash, ord)
+), seen AS (
+    INSERT INTO sync_seen (image_id) SELECT image_id FROM page WHERE $5::boolean
+), stored AS MATERIALIZED (
+    SELECT r.image_id, r.content_hash FROM ims.image_rows r
+    WHERE r.region = $1 AND r.image_type = $2 AND r.deleted_at IS NULL
+      AND r.created_at BETWEEN $7::timestamptz AND $8::timestamptz AND r.missed_sweeps = 0
+), wanted AS (
+    SELECT p.ord, p.image_id FROM page p LEFT JOIN stored s
+        ON s.image_id = p.image_id AND s.content_hash = p.content_hash
+    WHERE s.image_id IS NULL
+), watermark AS (
+    UPDATE ims.partitions SET watermark = $6::timestamptz
+    WHERE region = $1 AND image_type = $2 AND $6::timestamptz IS NOT NULL
+      AND (watermark IS NULL OR watermark < $6::timestamptz)
+      AND NOT EXISTS (SELECT 1 FROM wanted)
+)
+SELECT w.ord, EXISTS (
+    SELECT 1 FROM ims.image_rows r WHERE r.region = $1 AND r.image_id = w.image_id
+) AS known FROM wanted w;
+
+-- name: advance_watermark
+UPDATE ims.partitions SET watermark = $3::timestamptz
+WHERE region = $1 AND image_type = $2 AND $3::timestamptz IS NOT NULL
+  AND (watermark IS NULL OR watermark < $3::timestamptz);
 
 -- name: page_upsert
 -- Writes ONLY rows whose content changed (or whose liveness did), and stages exactly one event
@@ -120,7 +162,8 @@ WITH old AS (
             WHEN old.deleted_at IS NULL AND up.deleted_at IS NOT NULL THEN 'deleted'
             WHEN old.deleted_at IS NOT NULL THEN NULL   -- a tombstone listed differently: no event
             WHEN old.status IS DISTINCT FROM up.status THEN 'status_changed'
-            WHEN old.content_hash <> up.content_hash THEN 'updated'
+            -- the hash is of the bytes as sent: only a different object is an update
+            WHEN old.raw IS DISTINCT FROM up.raw THEN 'updated'
         END AS kind,
         CASE WHEN old.image_id IS NULL THEN '{}'::jsonb ELSE (
             SELECT coalesce(jsonb_object_agg(key, jsonb_build_array(o.value, n.value)), '{}'::jsonb)
@@ -171,7 +214,9 @@ WITH missing AS (
         status = CASE WHEN r.missed_sweeps + 1 >= $4 THEN 'deleted' ELSE r.status END,
         version = r.version + CASE WHEN r.missed_sweeps + 1 >= $4 THEN 1 ELSE 0 END
     FROM missing m
-    WHERE r.region = $1 AND r.image_id = m.image_id
+    -- the same partition-sized index range as the anti-join above (not the whole region)
+    WHERE r.region = $1 AND r.image_type = $2 AND r.deleted_at IS NULL
+      AND r.image_id = m.image_id
     RETURNING r.image_id, m.old_status, r.deleted_at IS NOT NULL AS tombstoned
 )
 INSERT INTO sync_page_events (image_id, kind, old_status, new_status, changes)

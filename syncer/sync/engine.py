@@ -28,6 +28,7 @@ from syncer.config import Settings
 from syncer.errors import SyncerError
 from syncer.ims.client import ImsClient
 from syncer.ims.pager import Listing, ListingStats, iter_listing
+from syncer.ims.wire import WireImage
 from syncer.records import digest_page
 from syncer.store.passes import Mode, PartitionBusy, PassCounts, SweepVerdict, partition_pass
 from syncer.sync.partitions import Partition
@@ -72,8 +73,8 @@ class NoProgress:
 
 
 async def _prefetch(
-    pages: AsyncIterator[list[dict[str, Any]]], depth: int = 1
-) -> AsyncIterator[list[dict[str, Any]]]:
+    pages: AsyncIterator[list[WireImage]], depth: int = 1
+) -> AsyncIterator[list[WireImage]]:
     """Iterate ``pages`` with up to ``depth`` pages fetched ahead of the consumer."""
     queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue(maxsize=depth)
 
