@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
-from datetime import UTC, datetime
-from typing import Any, NamedTuple
+from datetime import datetime
+from typing import Any, NamedTuple, TypeGuard
 
 from syncer.errors import MalformedResponse
-from syncer.ims.wire import WireImage
+from syncer.ims.wire import WireImage, parse_time
 
 # Column order of the staging table (see syncer/store/queries.sql).
 COLUMNS = (
@@ -101,19 +101,6 @@ def _bool(v: Any) -> bool | None:
     return None
 
 
-def parse_time(v: Any) -> datetime | None:
-    """``2018-09-06T14:03:27Z`` (or with an offset, or ``yyyy-MM-dd hh:mm:ss`` as UTC)."""
-    if not isinstance(v, str) or not v:
-        return None
-    try:
-        dt = datetime.fromisoformat(v)
-    except ValueError:
-        return None
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt
-
-
 def _tags(v: Any) -> list[str] | None:
     if isinstance(v, list) and all(isinstance(t, str) for t in v):
         return v
@@ -177,7 +164,7 @@ class PageDigest(NamedTuple):
         return [to_record(objects[i].obj, ids[i], objects[i].raw, hashes[i]) for i in positions]
 
 
-def _is_ims_time(v: object) -> bool:
+def _is_ims_time(v: object) -> TypeGuard[str]:
     """``yyyy-MM-ddThh:mm:ssZ``-shaped: such strings order as the times they name."""
     return isinstance(v, str) and len(v) == 20 and v[19] == "Z"
 
@@ -188,7 +175,7 @@ def time_span(values: Sequence[object]) -> tuple[datetime | None, datetime | Non
     IMS's own format is compared as text and only candidates are parsed: a page costs two
     parses, not one per image.
     """
-    texts = sorted(v for v in values if _is_ims_time(v))  # type: ignore[type-var]
+    texts = sorted(v for v in values if _is_ims_time(v))
     times = [t for v in values if not _is_ims_time(v) and (t := parse_time(v)) is not None]
     for text in texts:  # the first that parses (almost always the first)
         if (t := parse_time(text)) is not None:

@@ -33,7 +33,7 @@ from typing import Any, Protocol
 
 from syncer.errors import ApiError, MalformedResponse, PagingError
 from syncer.ims.client import UNKNOWN_MARKER, ListPage
-from syncer.ims.wire import WireImage
+from syncer.ims.wire import WireImage, parse_time
 
 log = logging.getLogger(__name__)
 
@@ -97,24 +97,6 @@ def format_time(moment: datetime) -> str:
     return moment.astimezone(UTC).replace(microsecond=0).strftime(TIME_FORMAT)
 
 
-def parse_created_at(value: Any) -> datetime | None:
-    """``2018-09-06T14:03:27Z`` (or with an offset, or ``yyyy-MM-dd hh:mm:ss``, as UTC)."""
-    if isinstance(value, str) and len(value) == 20 and value[19] == "Z":  # IMS's own format
-        try:
-            return datetime.fromisoformat(value)  # UTC, whole seconds already
-        except ValueError:
-            return None
-    if not isinstance(value, str) or not value.strip():
-        return None
-    try:
-        moment = datetime.fromisoformat(value.strip())
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC)
-
-
 class _Scan:
     """The pager's memory: where it is, and the ids yielded in the current second."""
 
@@ -161,7 +143,7 @@ class _Scan:
             if text == last_text and last_second is not None:  # crowds share their second
                 created = second = last_second
             else:
-                parsed = parse_created_at(text)
+                parsed = parse_time(text)
                 if parsed is None:
                     raise MalformedResponse(
                         f"image {image_id} at {self._where(position)} has no parseable "

@@ -15,10 +15,23 @@ a malformed answer still gets its precise one-line message.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import orjson
+
+
+def parse_time(value: Any) -> datetime | None:
+    """IMS time text → aware datetime: ``2018-09-06T14:03:27Z``, or with an offset, or
+    ``yyyy-MM-dd hh:mm:ss`` (taken as UTC). None for anything else."""
+    if not isinstance(value, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
 class WireImage(msgspec.Struct, eq=False, gc=False):
