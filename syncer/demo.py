@@ -1,8 +1,8 @@
 """`syncer demo`: the whole pipeline on this machine with no set-up.
 
-A private embedded PostgreSQL (temporary), the IMS simulator with a living catalog, one full
-sync, scripted and random changes, a delta sync that picks them up, an unchanged re-sweep, and
-what a reporting tool and a feed consumer would see.
+A private embedded PostgreSQL (temporary), the IMS simulator, one full sync, scripted changes
+(an upload, a rename, a killed image, a deletion), a delta sync that picks them up, full sweeps
+until the deletion is tombstoned, and the events a feed consumer would receive.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ and the row is rewritten once, but no event is made: events compare the objects 
 from __future__ import annotations
 
 import hashlib
+import itertools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeGuard
@@ -177,14 +178,9 @@ def time_span(values: Sequence[object]) -> tuple[datetime | None, datetime | Non
     """
     texts = sorted(v for v in values if _is_ims_time(v))
     times = [t for v in values if not _is_ims_time(v) and (t := parse_time(v)) is not None]
-    for text in texts:  # the first that parses (almost always the first)
-        if (t := parse_time(text)) is not None:
-            times.append(t)
-            break
-    for text in reversed(texts):
-        if (t := parse_time(text)) is not None:
-            times.append(t)
-            break
+    # from each end, the first text that parses (almost always the very first)
+    for ordered in (texts, reversed(texts)):
+        times += itertools.islice(filter(None, map(parse_time, ordered)), 1)
     return (min(times), max(times)) if times else (None, None)
 
 

@@ -4,9 +4,9 @@ An unchanged image must cost almost nothing, and building a Python dict of 63 fi
 image of each page is most of what a sweep would otherwise spend. So a 200 answer is decoded
 with msgspec twice, both in C and both validating the JSON: once into the raw bytes of each
 image object (``msgspec.Raw``: exactly what was sent, the input of the content hash and what
-``raw jsonb`` stores), once into the four fields the pager and the watermark read (``id``,
-``created_at``, ``updated_at``). The whole object is decoded (orjson) only for an image that
-needs a write.
+``raw jsonb`` stores), once into the four fields the pager and the page digest read (``id``,
+``created_at``, ``updated_at``, ``status``). The whole object is decoded (orjson) only for an
+image that needs a write.
 
 Anything the fast decoders refuse goes through ``orjson`` and the client's checks instead, so
 a malformed answer still gets its precise one-line message.

@@ -57,15 +57,19 @@ def grant_sql(role: str = READER_ROLE) -> list[str]:
     ]
 
 
+async def schema_revision(conn: asyncpg.Connection | asyncpg.Pool) -> str | None:
+    """The database's alembic revision, None when it was never migrated."""
+    # Two statements: a query naming a missing table fails at parse time, whatever CASE says.
+    if not await conn.fetchval("SELECT to_regclass('public.alembic_version') IS NOT NULL"):
+        return None
+    revision = await conn.fetchval("SELECT version_num FROM public.alembic_version")
+    return None if revision is None else str(revision)
+
+
 async def current_revision(dsn: str) -> str | None:
     conn = await connect(dsn)
     try:
-        exists = await conn.fetchval("SELECT to_regclass('public.alembic_version') IS NOT NULL")
-        return (
-            await conn.fetchval("SELECT version_num FROM public.alembic_version")
-            if exists
-            else None
-        )
+        return await schema_revision(conn)
     finally:
         await conn.close()
 

@@ -7,16 +7,13 @@ from typing import Any
 import asyncpg
 
 from syncer.errors import DatabaseError
-from syncer.store.migrate import SCHEMA_REVISION
+from syncer.store.migrate import SCHEMA_REVISION, schema_revision
 from syncer.store.queries import sql
 
 
 async def ensure_schema(pool: asyncpg.Pool) -> None:
     """Refuse to run against a database that `syncer migrate` has not brought up to date."""
-    # Two statements: a query naming a missing table fails at parse time, whatever CASE says.
-    have = None
-    if await pool.fetchval("SELECT to_regclass('public.alembic_version') IS NOT NULL"):
-        have = await pool.fetchval("SELECT max(version_num) FROM public.alembic_version")
+    have = await schema_revision(pool)
     want = SCHEMA_REVISION
     if have != want:
         state = "not migrated" if have is None else f"at revision {have}, code expects {want}"

@@ -271,8 +271,6 @@ def test_life_creates_transitions_updates_and_deletes() -> None:
 def test_served_bytes_follow_every_change_and_the_cache_stays_bounded() -> None:
     import orjson
 
-    from syncer.simulator.catalog import RenderCache
-
     cat = Catalog(regions=["r"], images_per_partition=50, seed=4, image_types=["private"])
     cat.render_cache.limit = 20
     q = parse_query([("__imagetype", "private"), ("limit", "1000")])
@@ -285,10 +283,12 @@ def test_served_bytes_follow_every_change_and_the_cache_stays_bounded() -> None:
 
     assert served() == truth()  # the same objects, rendered or cached
     assert len(cat.render_cache.entries) <= 20
+    cat.render_cache.limit = 1000  # room for all: a stale entry would now be served
+    served()
+    assert len(cat.render_cache.entries) == 50
     first = cat.images("r", "private")[0]["id"]
-    served()  # cached now
     cat.update("r", first, name="changed")
     cat.set_status("r", cat.images("r", "private")[1]["id"], "killed")
     assert served() == truth()
     assert served()[first]["name"] == "changed"
-    assert isinstance(cat.render_cache, RenderCache)
+    assert orjson.loads(cat.render_cache.entries[first])["name"] == "changed"
