@@ -22,7 +22,7 @@ if TYPE_CHECKING:
 
 #: The revision this code reads and writes. Checked at start-up without importing alembic
 #: (half a second of every `syncer sync --once`); a test keeps it equal to alembic's head.
-SCHEMA_REVISION = "0001"
+SCHEMA_REVISION = "0002"
 
 READER_ROLE = "ims_reader"
 # The SQL surface of CONTRACT §3; the reader role gets SELECT on these and nothing else.

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from syncer.store.migrate import SCHEMA_REVISION
+
 GOOD = """
 [database]
 dsn = "{dsn}"
@@ -98,7 +100,7 @@ def test_unknown_key_warns_but_runs(tmp_path: Path, db: str) -> None:
     done = syncer("--config", str(path), "migrate")
     assert done.returncode == 0, done.stderr
     assert "unknown key sync.delete_after_missed_sweep ignored" in done.stderr
-    assert "schema already at revision 0001" in done.stdout
+    assert f"schema already at revision {SCHEMA_REVISION}" in done.stdout
 
 
 def test_migrate_on_empty_database_then_again(tmp_path: Path, empty_db: str) -> None:
@@ -106,9 +108,9 @@ def test_migrate_on_empty_database_then_again(tmp_path: Path, empty_db: str) -> 
     path.write_text(GOOD.format(dsn=empty_db))
     first = syncer("--config", str(path), "migrate")
     assert first.returncode == 0, first.stderr
-    assert "schema migrated empty → 0001" in first.stdout
+    assert f"schema migrated empty → {SCHEMA_REVISION}" in first.stdout
     second = syncer("--config", str(path), "migrate")
-    assert second.returncode == 0 and "already at revision 0001" in second.stdout
+    assert second.returncode == 0 and f"already at revision {SCHEMA_REVISION}" in second.stdout
 
 
 def test_status_refuses_an_unmigrated_database(tmp_path: Path, empty_db: str) -> None:

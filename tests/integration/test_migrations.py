@@ -96,7 +96,7 @@ async def schema_fingerprint(conn: asyncpg.Connection) -> list[tuple[str, ...]]:
 
 async def test_migrate_creates_contract_objects(empty_db: str) -> None:
     result = await migrate(empty_db)
-    assert result.before is None and result.after == "0001"
+    assert result.before is None and result.after == SCHEMA_REVISION
     conn = await asyncpg.connect(empty_db)
     try:
         assert await columns(conn, "images") == CONTRACT_IMAGES_COLUMNS | {"version": "bigint"}
@@ -129,7 +129,7 @@ async def test_second_migrate_changes_nothing(empty_db: str) -> None:
     try:
         before = await schema_fingerprint(conn)
         result = await migrate(empty_db)
-        assert (result.before, result.after) == ("0001", "0001")
+        assert (result.before, result.after) == (SCHEMA_REVISION, SCHEMA_REVISION)
         assert await schema_fingerprint(conn) == before
     finally:
         await conn.close()
@@ -152,7 +152,7 @@ async def test_up_down_up(empty_db: str) -> None:
 async def test_missing_reader_role_is_reported_with_sql(empty_db: str) -> None:
     """The owner may not create roles: migrate succeeds and hands back the administrator's SQL."""
     result = await migrate(empty_db, reader_role="ims_reader_not_created")
-    assert result.after == "0001"
+    assert result.after == SCHEMA_REVISION
     assert result.reader_role == "missing"
     assert result.admin_sql is not None
     assert "CREATE ROLE ims_reader_not_created NOLOGIN" in result.admin_sql
