@@ -10,7 +10,7 @@ import asyncpg
 
 from syncer.config import Settings
 from syncer.ims.client import ImsClient
-from syncer.store.pool import pool_session
+from syncer.store.pool import sync_pool
 from syncer.store.status import ensure_schema
 
 
@@ -26,10 +26,9 @@ async def open_app(settings: Settings) -> AsyncIterator[App]:
     settings.require_credentials()
     async with contextlib.AsyncExitStack() as stack:
         pool = await stack.enter_async_context(
-            pool_session(
-                settings.database.dsn,
+            sync_pool(
+                settings.database,
                 size=max(settings.database.pool_size, settings.sync.partition_concurrency + 1),
-                connect_timeout=settings.database.connect_timeout,
             )
         )
         await ensure_schema(pool)

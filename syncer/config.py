@@ -46,6 +46,11 @@ class DatabaseSettings:
     dsn: str
     pool_size: int = 10
     connect_timeout: float = 10.0
+    # Bounds on every wait of a sync session, so that one stalled writer (a frozen replica
+    # between INSERT and COMMIT, a lost network) cannot stall the others for long.
+    lock_timeout: float = 10.0
+    statement_timeout: float = 300.0
+    idle_in_transaction_timeout: float = 30.0
 
     def __repr__(self) -> str:  # the DSN may hold a password
         return f"DatabaseSettings(dsn={redact_dsn(self.dsn)!r}, pool_size={self.pool_size})"
@@ -175,7 +180,14 @@ def redact_dsn(dsn: str) -> str:
 # --------------------------------------------------------------------------- loading
 
 _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
-    "database": {"dsn": str, "pool_size": int, "connect_timeout": (int, float)},
+    "database": {
+        "dsn": str,
+        "pool_size": int,
+        "connect_timeout": (int, float),
+        "lock_timeout": (int, float, str),
+        "statement_timeout": (int, float, str),
+        "idle_in_transaction_timeout": (int, float, str),
+    },
     "api": {
         "endpoint": str,
         "auth": str,
@@ -238,11 +250,12 @@ class _Reader:
         return int(v)
 
     def duration(self, section: str, key: str, default: float, minimum: float = 0.0) -> float:
+        """A duration: ``"30s"``, ``"5m"``… (or, where the schema allows it, plain seconds)."""
         raw = self.get(section, key, None)
         if raw is None:
             return default
         try:
-            seconds = parse_duration(raw)
+            seconds = float(raw) if isinstance(raw, int | float) else parse_duration(raw)
         except ValueError as e:
             raise self.fail(f"{section}.{key}", str(e)) from None
         if seconds < minimum:
@@ -271,7 +284,7 @@ def _kind(v: Any) -> str:
 
 def _type_name(t: type | tuple[type, ...]) -> str:
     if isinstance(t, tuple):
-        return "a number"
+        return "a number or a duration" if str in t else "a number"
     return {int: "an integer", str: "a string", list: "a list", dict: "a table"}.get(t, t.__name__)
 
 
@@ -329,6 +342,11 @@ def settings_from_mapping(
         dsn=validate_dsn(dsn, where),
         pool_size=r.int_in("database", "pool_size", 10, 2, 200),
         connect_timeout=float(r.get("database", "connect_timeout", 10.0)),
+        lock_timeout=r.duration("database", "lock_timeout", 10.0, minimum=0.1),
+        statement_timeout=r.duration("database", "statement_timeout", 300.0, minimum=1.0),
+        idle_in_transaction_timeout=r.duration(
+            "database", "idle_in_transaction_timeout", 30.0, minimum=1.0
+        ),
     )
 
     endpoint = r.get("api", "endpoint", ApiSettings.endpoint)

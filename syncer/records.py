@@ -1,7 +1,12 @@
 """An IMS image object → the typed row syncer stores, plus the raw object and a content hash.
 
-Typed columns are parsed leniently: a missing or ill-typed optional field becomes NULL. Only an
-object without a usable ``id`` is refused (the partition fails; nothing of the page commits).
+Typed columns are parsed leniently: a missing field becomes NULL, and so does a value that does
+not fit its column (a string where a number belongs, ``"²"`` for ``min_ram``, ``"yes"`` for
+``protected``, an unparseable time…) — such an image is *unfit*: it is stored all the same, its
+``raw`` keeps what the API sent, and the pass counts it (``ims.sync_runs.unfit``) and logs it.
+Characters PostgreSQL cannot store (NUL in text or jsonb, lone UTF-16 surrogates) are replaced
+by U+FFFD, in the typed columns and in ``raw``, and also make the image unfit. Only an object
+without a usable ``id`` is refused (the partition fails; nothing of the page commits).
 The content hash covers the object's bytes exactly as the API sent them (``WireImage.raw``), so
 any change — including to fields this code does not know — is seen, and an unchanged image costs
 one hash. Should the API ever reorder keys or whitespace of an unchanged object, the hash differs
@@ -12,12 +17,15 @@ from __future__ import annotations
 
 import hashlib
 import itertools
+import re
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, NamedTuple, TypeGuard
 
+import orjson
+
 from syncer.errors import MalformedResponse
-from syncer.ims.wire import WireImage, parse_time
+from syncer.ims.wire import WireImage, parse_time, storable, storable_json
 
 # Column order of the staging table (see syncer/store/queries.sql).
 COLUMNS = (
@@ -77,35 +85,80 @@ class ImageRecord(NamedTuple):
 
 _INT32 = 2**31 - 1
 _INT64 = 2**63 - 1
+_ASCII_INT = re.compile(r"[+-]?[0-9]+")
 
 
-def _str(v: Any) -> str | None:
-    return v if isinstance(v, str) else None
+def usable_id(value: Any) -> TypeGuard[str]:
+    """A non-blank string of at most 255 characters PostgreSQL can store."""
+    return (
+        isinstance(value, str)
+        and bool(value.strip())
+        and len(value) <= 255
+        and storable(value) is value
+    )
 
 
-def _int(v: Any, limit: int) -> int | None:
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, str):
-        v = v.strip()
-        if not v.isdigit():
+class _Fields:
+    """Typed values of one object; notes the keys whose present value did not fit."""
+
+    __slots__ = ("get", "unfit")
+
+    def __init__(self, obj: dict[str, Any]) -> None:
+        self.get = obj.get
+        self.unfit: list[str] = []
+
+    def text(self, key: str) -> str | None:
+        v = self.get(key)
+        if v is None:
             return None
-        v = int(v)
-    return v if isinstance(v, int) and -limit <= v <= limit else None
+        if not isinstance(v, str):
+            self.unfit.append(key)
+            return None
+        clean = storable(v)
+        if clean is not v:
+            self.unfit.append(key)
+        return clean
 
+    def integer(self, key: str, limit: int) -> int | None:
+        v = self.get(key)
+        if v is None:
+            return None
+        if isinstance(v, str) and _ASCII_INT.fullmatch(v.strip()):
+            v = int(v)
+        if isinstance(v, int) and not isinstance(v, bool) and -limit <= v <= limit:
+            return v
+        self.unfit.append(key)
+        return None
 
-def _bool(v: Any) -> bool | None:
-    if isinstance(v, bool):
-        return v
-    if isinstance(v, str) and v.lower() in ("true", "false"):
-        return v.lower() == "true"
-    return None
+    def boolean(self, key: str) -> bool | None:
+        v = self.get(key)
+        if v is None or isinstance(v, bool):
+            return v
+        if isinstance(v, str) and v.strip().lower() in ("true", "false"):
+            return v.strip().lower() == "true"
+        self.unfit.append(key)
+        return None
 
+    def texts(self, key: str) -> list[str] | None:
+        v = self.get(key)
+        if v is None:
+            return None
+        if isinstance(v, list) and all(isinstance(t, str) for t in v):
+            clean = [storable(t) for t in v]
+            if any(c is not t for c, t in zip(clean, v, strict=True)):
+                self.unfit.append(key)
+            return clean
+        self.unfit.append(key)
+        return None
 
-def _tags(v: Any) -> list[str] | None:
-    if isinstance(v, list) and all(isinstance(t, str) for t in v):
-        return v
-    return None
+    def time(self, key: str) -> datetime | None:
+        v = self.get(key)
+        if v is None:
+            return None
+        moment = parse_time(v)
+        if moment is None:
+            self.unfit.append(key)
+        return moment
 
 
 def _missing_id(partition: str, position: int) -> MalformedResponse:
@@ -115,34 +168,61 @@ def _missing_id(partition: str, position: int) -> MalformedResponse:
     )
 
 
-def to_record(obj: dict[str, Any], image_id: str, raw: bytes, digest: bytes) -> ImageRecord:
-    g = obj.get
-    return ImageRecord(
+def storable_raw(obj: dict[str, Any], raw: bytes) -> bytes | None:
+    """``raw`` made storable as jsonb, or None when it already is (the common case)."""
+    if b"\\u0000" not in raw:
+        return None
+    clean = storable_json(obj)
+    return None if clean == obj else orjson.dumps(clean)
+
+
+def to_record(
+    obj: dict[str, Any],
+    image_id: str,
+    raw: bytes,
+    digest: bytes,
+    unfit: list[str] | None = None,
+    *,
+    repaired: bool = False,
+) -> ImageRecord:
+    """The typed row of one object; the keys whose values did not fit are appended to
+    ``unfit`` (``"raw"`` when the object itself had to be made storable, here or — said by
+    ``repaired`` — when the answer was decoded)."""
+    f = _Fields(obj)
+    record = ImageRecord(
         image_id=image_id,
-        name=_str(g("name")),
-        status=_str(g("status")),
-        visibility=_str(g("visibility")),
-        owner=_str(g("owner")),
-        os_type=_str(g("__os_type")),
-        platform=_str(g("__platform")),
-        os_version=_str(g("__os_version")),
-        os_bit=_str(g("__os_bit")),
-        disk_format=_str(g("disk_format")),
-        container_format=_str(g("container_format")),
-        min_ram=_int(g("min_ram"), _INT32),
-        min_disk=_int(g("min_disk"), _INT32),
-        size=_int(g("size"), _INT64),
-        image_size=_int(g("__image_size"), _INT64),
-        virtual_env_type=_str(g("virtual_env_type")),
-        protected=_bool(g("protected")),
-        tags=_tags(g("tags")),
-        enterprise_project_id=_str(g("enterprise_project_id")),
-        created_at=parse_time(g("created_at")),
-        updated_at=parse_time(g("updated_at")),
-        active_at=parse_time(g("active_at")),
+        name=f.text("name"),
+        status=f.text("status"),
+        visibility=f.text("visibility"),
+        owner=f.text("owner"),
+        os_type=f.text("__os_type"),
+        platform=f.text("__platform"),
+        os_version=f.text("__os_version"),
+        os_bit=f.text("__os_bit"),
+        disk_format=f.text("disk_format"),
+        container_format=f.text("container_format"),
+        min_ram=f.integer("min_ram", _INT32),
+        min_disk=f.integer("min_disk", _INT32),
+        size=f.integer("size", _INT64),
+        image_size=f.integer("__image_size", _INT64),
+        virtual_env_type=f.text("virtual_env_type"),
+        protected=f.boolean("protected"),
+        tags=f.texts("tags"),
+        enterprise_project_id=f.text("enterprise_project_id"),
+        created_at=f.time("created_at"),
+        updated_at=f.time("updated_at"),
+        active_at=f.time("active_at"),
         raw=raw,
         content_hash=digest,
     )
+    clean_raw = storable_raw(obj, raw)
+    if clean_raw is not None:
+        record = record._replace(raw=clean_raw)
+    if clean_raw is not None or repaired:
+        f.unfit.append("raw")
+    if unfit is not None:
+        unfit.extend(f.unfit)
+    return record
 
 
 class PageDigest(NamedTuple):
@@ -160,9 +240,22 @@ class PageDigest(NamedTuple):
     newest_created: datetime | None
     listed_deleted: int  # images listed with status "deleted"
 
-    def records(self, positions: list[int]) -> list[ImageRecord]:
+    def records(
+        self, positions: list[int], unfit: dict[str, list[str]] | None = None
+    ) -> list[ImageRecord]:
+        """Typed records of the images at ``positions``; ``unfit`` collects, per image id, the
+        keys whose values did not fit their columns."""
         objects, ids, hashes = self.objects, self.ids, self.hashes
-        return [to_record(objects[i].obj, ids[i], objects[i].raw, hashes[i]) for i in positions]
+        out: list[ImageRecord] = []
+        notes: list[str] = []
+        for i in positions:
+            o = objects[i]
+            out.append(to_record(o.obj, ids[i], o.raw, hashes[i], notes, repaired=o.repaired))
+            if notes:
+                if unfit is not None:
+                    unfit[ids[i]] = notes
+                notes = []
+        return out
 
 
 def _is_ims_time(v: object) -> TypeGuard[str]:
@@ -192,7 +285,7 @@ def digest_page(objs: Sequence[WireImage | dict[str, Any]], *, partition: str = 
     blake2b = hashlib.blake2b
     for i, img in enumerate(images):
         image_id = img.id
-        if not (isinstance(image_id, str) and image_id.strip() and len(image_id) <= 255):
+        if not usable_id(image_id):
             raise _missing_id(partition, i)
         ids.append(image_id)
         hashes.append(blake2b(img.raw, digest_size=16).digest())

@@ -13,6 +13,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from types import TracebackType
 from typing import Any
 
@@ -178,11 +179,13 @@ def queue(*answers: Answer, then: Answer | None = None) -> Handler:
 # ---- a scripted listing ---------------------------------------------------------------------
 
 
-def image(n: int, second: int, **extra: Any) -> dict[str, Any]:
-    """An image object with id ``img-NNNN`` created at 2024-01-01T00:00:00Z + ``second``."""
-    minute, sec = divmod(second, 60)
-    hour, minute = divmod(minute, 60)
-    created = f"2024-01-01T{hour:02d}:{minute:02d}:{sec:02d}Z"
+EPOCH = datetime(2024, 1, 1, tzinfo=UTC)
+
+
+def image(n: int, second: int, *, start: datetime = EPOCH, **extra: Any) -> dict[str, Any]:
+    """An image object with id ``img-NNNN`` created at ``start`` (2024-01-01T00:00:00Z) +
+    ``second``."""
+    created = (start + timedelta(seconds=second)).strftime("%Y-%m-%dT%H:%M:%SZ")
     return {
         "id": f"img-{n:04d}",
         "name": f"image {n}",
@@ -193,8 +196,8 @@ def image(n: int, second: int, **extra: Any) -> dict[str, Any]:
     }
 
 
-def images_at(seconds: Iterable[int]) -> list[dict[str, Any]]:
-    return [image(n, s) for n, s in enumerate(seconds)]
+def images_at(seconds: Iterable[int], *, start: datetime = EPOCH) -> list[dict[str, Any]]:
+    return [image(n, s, start=start) for n, s in enumerate(seconds)]
 
 
 class ListingHandler:

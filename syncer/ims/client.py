@@ -23,6 +23,8 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
 
@@ -36,7 +38,7 @@ from syncer.errors import ApiError, AuthError, MalformedResponse
 from syncer.ims import signer
 from syncer.ims.backoff import Backoff, parse_retry_after
 from syncer.ims.concurrency import ConcurrencyGate, Ticket
-from syncer.ims.wire import WireImage, decode_answer
+from syncer.ims.wire import WireImage, decode_answer, decode_leniently
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +67,7 @@ class EndpointError(ApiError):
         return False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ListPage:
     """One answer of ``GET /v2/cloudimages``."""
 
@@ -73,6 +75,7 @@ class ListPage:
     next_marker: str | None  # page_info.next_marker
     has_page_info: bool
     request_id: str | None
+    server_time: datetime | None = None  # the answer's Date header: the API's clock
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +161,9 @@ class ImsClient:
         url = f"{base}?{query_string}" if query_string else base
         reply = await self._send_listing(region, url, partition=partition)
         request_id = self._request_id(reply, None)
-        return self._parse_page(reply.body, request_id, region=region, partition=partition)
+        page = self._parse_page(reply.body, request_id, region=region, partition=partition)
+        page.server_time = server_time(reply.headers.get("Date"))
+        return page
 
     async def _send_listing(self, region: str, url: str, *, partition: str) -> _Reply:
         endpoint = self.api.url_for(region)
@@ -407,7 +412,10 @@ class ImsClient:
         try:
             doc = orjson.loads(raw)
         except orjson.JSONDecodeError as e:
-            raise bad(f"is not valid JSON ({e}; {len(raw)} bytes)") from None
+            try:  # a value PostgreSQL cannot store (a lone surrogate) is no reason to fail
+                doc = decode_leniently(raw)
+            except (ValueError, RecursionError):
+                raise bad(f"is not valid JSON ({e}; {len(raw)} bytes)") from None
         if not isinstance(doc, dict):
             raise bad(f"is {_json_kind(doc)}, not an object with an 'images' list")
         images = doc.get("images")
@@ -479,6 +487,17 @@ class ImsClient:
 
 
 # ---- helpers -------------------------------------------------------------------------------
+
+
+def server_time(value: str | None) -> datetime | None:
+    """An HTTP ``Date`` header as an aware datetime (None when absent or unparseable)."""
+    if not value:
+        return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
 def _report(ticket: Ticket, reply: _Reply) -> None:

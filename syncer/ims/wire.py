@@ -14,12 +14,36 @@ a malformed answer still gets its precise one-line message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 import orjson
+
+# What PostgreSQL cannot store in text or jsonb: NUL, and UTF-16 surrogates (not UTF-8 encodable).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+REPLACEMENT = "\ufffd"
+
+
+def storable(text: str) -> str:
+    """``text`` itself, or a copy with every character PostgreSQL cannot store replaced by
+    U+FFFD."""
+    if "\x00" not in text and (text.isascii() or not _UNSTORABLE.search(text)):
+        return text
+    return _UNSTORABLE.sub(REPLACEMENT, text)
+
+
+def storable_json(value: Any) -> Any:
+    """A decoded JSON value with every string (keys included) made storable."""
+    if isinstance(value, str):
+        return storable(value)
+    if isinstance(value, list):
+        return [storable_json(v) for v in value]
+    if isinstance(value, dict):
+        return {storable(k): storable_json(v) for k, v in value.items()}
+    return value
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -48,17 +72,29 @@ class WireImage(msgspec.Struct, eq=False, gc=False):
     status: Any = None
     raw: bytes = msgspec.field(default=b"", name="syncer:raw")
     decoded: dict[str, Any] | None = msgspec.field(default=None, name="syncer:decoded")
+    # characters PostgreSQL cannot store were replaced while decoding (see ``from_object``)
+    repaired: bool = msgspec.field(default=False, name="syncer:repaired")
 
     @classmethod
     def from_object(cls, obj: dict[str, Any]) -> WireImage:
-        """An already decoded object (its bytes are its compact JSON, keys in their order)."""
+        """An already decoded object (its bytes are its compact JSON, keys in their order).
+        Strings that are not UTF-8 encodable (lone surrogates, which only a lenient decoder
+        lets through) are made storable first, and the image is marked ``repaired``."""
+        try:
+            raw = orjson.dumps(obj)
+            repaired = False
+        except orjson.JSONEncodeError:
+            obj = storable_json(obj)
+            raw = orjson.dumps(obj)
+            repaired = True
         return cls(
             obj.get("id"),
             obj.get("created_at"),
             obj.get("updated_at"),
             obj.get("status"),
-            orjson.dumps(obj),
+            raw,
             obj,
+            repaired,
         )
 
     @property
@@ -116,4 +152,18 @@ def decode_answer(body: bytes) -> tuple[list[WireImage], Any] | None:
     for img, raw in zip(images, raws.images, strict=True):
         img.raw = bytes(raw)
         img.decoded = None
+        img.repaired = False
     return images, raws.page_info
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def decode_leniently(body: bytes) -> Any:
+    """The last resort for an answer orjson refuses: Python's decoder, which lets lone UTF-16
+    surrogates (``"\\ud800"``) through (``from_object`` then makes them storable). Raises
+    ValueError for anything that is not JSON (NaN and Infinity included)."""
+    import json
+
+    return json.loads(body, parse_constant=_no_constants)

@@ -12,8 +12,8 @@ import random
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Final, Literal
 
-FaultKind = Literal["429", "500", "503", "slow", "drop", "malformed", "truncated"]
-FAULT_KINDS: Final = ("429", "500", "503", "slow", "drop", "malformed", "truncated")
+FaultKind = Literal["429", "500", "503", "slow", "drop", "malformed", "truncated", "cut"]
+FAULT_KINDS: Final = ("429", "500", "503", "slow", "drop", "malformed", "truncated", "cut")
 
 
 @dataclass

@@ -296,6 +296,9 @@ class Simulator:
             self._record(region, pairs, 400, None)
             return _ims_error(400, e.code, e.message)
         payload = b'{"images":' + page.images_json()
+        if kind == "cut":  # a gateway or proxy ending the listing here: "this was the last page"
+            self._record(region, pairs, 200, kind)
+            return web.Response(body=payload + b',"page_info":{}}', content_type="application/json")
         if self.page_info:
             info = {} if page.next_marker is None else {"next_marker": page.next_marker}
             payload += b',"page_info":' + orjson.dumps(info)

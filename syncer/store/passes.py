@@ -8,13 +8,15 @@ A pass holds one connection for its whole life. On it:
 - temp tables for staging a page, the page's events, and the ids a full sweep saw.
 
 Each page is ONE transaction: prefilter (what changed?), COPY of only the changed rows, one
-set-based upsert, the watermark, and the page's events appended LAST.
+set-based upsert, and the page's events appended LAST. The delta watermark moves only when a
+pass COMPLETES, to a point its listing provably covered (see ``complete_full_sweep``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -24,9 +26,18 @@ import asyncpg
 
 from syncer.errors import DatabaseError, SyncerError
 from syncer.records import COLUMNS, PageDigest
+from syncer.store.pool import SESSION_ERRORS, describe_session_error
 from syncer.store.queries import sql
 
+log = logging.getLogger(__name__)
+
+#: Images whose unfit values are logged one by one per pass (the rest are only counted).
+UNFIT_LOGGED = 5
+
 PARTITION_LOCK_CLASS = 7_140_202  # first key of pg_advisory_lock(int, int) for partitions
+#: The transaction-level advisory lock that serializes event writers (the trigger of
+#: migration 0001 takes it; a test keeps the two equal).
+EVENT_LOCK_KEY = 7_140_201_001
 
 Mode = Literal["full", "delta"]
 
@@ -44,6 +55,7 @@ class PassCounts:
     deleted: int = 0
     events: int = 0
     written: int = 0
+    unfit: int = 0  # images with a value that did not fit its typed column
 
     def add_kinds(self, kinds: Sequence[str]) -> None:
         for kind in kinds:
@@ -89,29 +101,36 @@ class PartitionPass:
         args = (self.region, self.image_type, page.ids, page.hashes, self.mode == "full")
         if self.mode == "full" and page.oldest_created is not None:
             wanted = await conn.fetch(
-                sql("page_prefilter_range"),
-                *args,
-                page.newest_update,
-                page.oldest_created,
-                page.newest_created,
+                sql("page_prefilter_range"), *args, page.oldest_created, page.newest_created
             )
         else:
-            wanted = await conn.fetch(sql("page_prefilter"), *args, page.newest_update)
+            wanted = await conn.fetch(sql("page_prefilter"), *args)
         if wanted:
             async with conn.transaction():
                 await self._write(page, wanted)
         counts.pages += 1
         counts.images_seen += len(page.ids)
         self.listed_deleted += page.listed_deleted
-        if page.newest_update is not None and (
-            self.watermark is None or page.newest_update > self.watermark
-        ):
-            self.watermark = page.newest_update
         return counts
+
+    def _note_unfit(self, unfit: dict[str, list[str]]) -> None:
+        for image_id, keys in unfit.items():
+            self.counts.unfit += 1
+            if self.counts.unfit <= UNFIT_LOGGED:
+                log.warning(
+                    "image values that do not fit their columns stored as NULL (raw keeps them)",
+                    extra={
+                        "partition": f"{self.region}/{self.image_type}",
+                        "run_id": self.run_id,
+                        "image_id": image_id,
+                        "fields": ",".join(keys),
+                    },
+                )
 
     async def _write(self, page: PageDigest, wanted: list[asyncpg.Record]) -> None:
         conn, counts = self.conn, self.counts
-        records = page.records([w["ord"] - 1 for w in wanted])
+        unfit: dict[str, list[str]] = {}
+        records = page.records([w["ord"] - 1 for w in wanted], unfit)
         fresh = [
             r
             for r, w in zip(records, wanted, strict=True)
@@ -136,18 +155,20 @@ class PartitionPass:
             await conn.copy_records_to_table("sync_stage", records=staged, columns=COLUMNS)
             upserted = await conn.fetch(sql("page_upsert"), self.region, self.image_type)
             kinds += [r["kind"] for r in upserted]
-        await conn.execute(
-            sql("advance_watermark"), self.region, self.image_type, page.newest_update
-        )
-        counts.written += len(records)
         if kinds:
             await conn.execute(sql("append_events"), self.region, self.run_id)
-            counts.add_kinds(kinds)
+        # counted once the transaction's statements are done (a rollback re-raises past here)
+        counts.written += len(records)
+        counts.add_kinds(kinds)
+        if unfit:
+            self._note_unfit(unfit)
 
     async def complete_full_sweep(
-        self, *, missed_sweeps_to_delete: int, min_ratio: float
+        self, *, missed_sweeps_to_delete: int, min_ratio: float, covered_from: datetime
     ) -> SweepVerdict:
-        """The listing was COMPLETE: judge absences. Only ever called after a complete sweep."""
+        """The listing was COMPLETE: judge absences and move the delta watermark to
+        ``covered_from`` (a moment before the listing began, in the API's clock). Only ever
+        called after a complete sweep."""
         assert self.mode == "full"
         conn = self.conn
         row = await conn.fetchrow(sql("sweep_counts"), self.region, self.image_type)
@@ -157,7 +178,9 @@ class PartitionPass:
                 f"tombstoned nothing: the sweep saw {seen} images but the partition holds {live} "
                 f"live (below min_sweep_ratio {min_ratio:g})"
             )
-            await conn.execute(sql("record_skipped_sweep"), self.region, self.image_type, reason)
+            await conn.execute(
+                sql("record_skipped_sweep"), self.region, self.image_type, reason, covered_from
+            )
             self.note = reason
             return SweepVerdict(seen, live, 0, reason)
         # Every listed image is now a row of this partition, live unless it was listed as
@@ -180,19 +203,35 @@ class PartitionPass:
                     )
                 ]
             await conn.execute(
-                sql("record_full_sweep"), self.region, self.image_type, self.started_at, self.run_id
+                sql("record_full_sweep"),
+                self.region,
+                self.image_type,
+                self.started_at,
+                self.run_id,
+                covered_from,
             )
             if kinds:
                 await conn.execute(sql("append_events"), self.region, self.run_id)
         self.counts.add_kinds(kinds)
         return SweepVerdict(seen, live, len(kinds))
 
-    async def complete_delta(self) -> None:
-        await self.conn.execute(sql("record_delta"), self.region, self.image_type, self.started_at)
+    async def complete_delta(self, *, covered_from: datetime) -> None:
+        """The delta listing was COMPLETE: the next one starts at ``covered_from``."""
+        await self.conn.execute(
+            sql("record_delta"), self.region, self.image_type, self.started_at, covered_from
+        )
+
+
+def _usable(conn: asyncpg.Connection) -> bool:
+    """Open, and still ours (the pool takes back a connection whose server side died)."""
+    try:
+        return not conn.is_closed()
+    except asyncpg.InterfaceError:
+        return False
 
 
 async def _finish(
-    conn: asyncpg.Connection, p: PartitionPass, outcome: str, error: str | None
+    conn: asyncpg.Connection | asyncpg.Pool, p: PartitionPass, outcome: str, error: str | None
 ) -> None:
     c = p.counts
     await conn.execute(
@@ -206,12 +245,19 @@ async def _finish(
         c.deleted,
         error,
         p.note,
+        c.unfit,
     )
 
 
 @contextlib.asynccontextmanager
 async def partition_pass(
-    pool: asyncpg.Pool, region: str, image_type: str, mode: Mode, *, worker: str
+    pool: asyncpg.Pool,
+    region: str,
+    image_type: str,
+    mode: Mode,
+    *,
+    worker: str,
+    acquire_timeout: float = 30.0,
 ) -> AsyncIterator[PartitionPass]:
     """Lock the partition, open its ``running`` row, and close it as ok/failed on the way out.
 
@@ -219,9 +265,17 @@ async def partition_pass(
     marks the run failed (with the exception's one-line text) and propagates.
     """
     try:
-        conn: asyncpg.Connection = await pool.acquire()
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-        raise DatabaseError(f"cannot get a database connection: {e}") from e
+        conn: asyncpg.Connection = await pool.acquire(timeout=acquire_timeout)
+    except TimeoutError as e:
+        raise DatabaseError(
+            f"partition {region}/{image_type}: no database connection free within "
+            f"{acquire_timeout:g}s"
+        ) from e
+    except SESSION_ERRORS as e:
+        raise DatabaseError(
+            f"partition {region}/{image_type}: cannot get a database connection: "
+            f"{describe_session_error(e)}"
+        ) from e
     locked = False
     try:
         locked = await conn.fetchval(
@@ -248,19 +302,27 @@ async def partition_pass(
         try:
             yield p
         except BaseException as e:
-            message = str(e).splitlines()[0] if str(e) else type(e).__name__
             if isinstance(e, asyncio.CancelledError):
                 message = "cancelled (shutdown)"
-            with contextlib.suppress(Exception):
-                await asyncio.shield(
-                    asyncio.wait_for(_finish(conn, p, "failed", message[:2000]), 10)
-                )
+            elif isinstance(e, SyncerError):
+                message = str(e).splitlines()[0] if str(e) else type(e).__name__
+            elif isinstance(e, SESSION_ERRORS):
+                message = f"database: {describe_session_error(e)}"
+            else:
+                message = f"internal error: {type(e).__name__}: {e}"
+            # on the pass's own session, or (when that died) on another one of the pool
+            for session in (conn, pool) if _usable(conn) else (pool,):
+                with contextlib.suppress(Exception):
+                    await asyncio.shield(
+                        asyncio.wait_for(_finish(session, p, "failed", message[:2000]), 10)
+                    )
+                    break
             raise
         else:
             await _finish(conn, p, "ok", None)
     finally:
         try:
-            if locked and not conn.is_closed():
+            if locked and _usable(conn):
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(
                         conn.execute(
@@ -269,4 +331,5 @@ async def partition_pass(
                         10,
                     )
         finally:
-            await pool.release(conn)
+            with contextlib.suppress(asyncpg.InterfaceError):  # already taken back (it died)
+                await pool.release(conn)

@@ -4,12 +4,43 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+import socket
+from collections.abc import AsyncIterator, Mapping
 
 import asyncpg
 
-from syncer.config import redact_dsn
+from syncer.config import DatabaseSettings, redact_dsn
 from syncer.errors import DatabaseError
+
+# TCP keepalives, both ends: a peer that vanished (a frozen or cut-off replica, a dead server)
+# is noticed in about KEEPALIVE_IDLE + KEEPALIVE_INTERVAL * KEEPALIVE_COUNT seconds.
+KEEPALIVE_IDLE, KEEPALIVE_INTERVAL, KEEPALIVE_COUNT = 20, 5, 4
+
+
+def session_settings(db: DatabaseSettings) -> dict[str, str]:
+    """Server settings of every sync session: every wait bounded, dead clients noticed."""
+    return {
+        "application_name": "syncer",
+        "lock_timeout": f"{int(db.lock_timeout * 1000)}ms",
+        "statement_timeout": f"{int(db.statement_timeout * 1000)}ms",
+        "idle_in_transaction_session_timeout": f"{int(db.idle_in_transaction_timeout * 1000)}ms",
+        "tcp_keepalives_idle": str(KEEPALIVE_IDLE),
+        "tcp_keepalives_interval": str(KEEPALIVE_INTERVAL),
+        "tcp_keepalives_count": str(KEEPALIVE_COUNT),
+    }
+
+
+def _client_keepalives(conn: asyncpg.Connection) -> None:
+    """Keepalives on our end of the socket (asyncpg has no option for them)."""
+    transport = getattr(conn, "_transport", None)
+    sock = transport.get_extra_info("socket") if transport is not None else None
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, KEEPALIVE_IDLE)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, KEEPALIVE_INTERVAL)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, KEEPALIVE_COUNT)
 
 
 def _encode_jsonb(value: bytes | str) -> bytes:
@@ -22,7 +53,9 @@ def _decode_jsonb(data: bytes) -> str:
 
 
 async def init_connection(conn: asyncpg.Connection) -> None:
-    """Per-connection set-up: jsonb travels as JSON text in binary COPY and queries."""
+    """Per-connection set-up: keepalives; jsonb travels as JSON text in binary COPY and
+    queries."""
+    _client_keepalives(conn)
     await conn.set_type_codec(
         "jsonb", encoder=_encode_jsonb, decoder=_decode_jsonb, schema="pg_catalog", format="binary"
     )
@@ -47,15 +80,50 @@ def describe(exc: BaseException, dsn: str) -> str:
     return f"database {where}: {exc}"
 
 
-async def open_pool(dsn: str, *, size: int = 10, connect_timeout: float = 10.0) -> asyncpg.Pool:
+#: What a database session can fail with (the driver's errors, timeouts, lost sockets).
+SESSION_ERRORS = (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
+
+
+def describe_session_error(e: BaseException) -> str:
+    """One line for a database failure of a pass, naming what happened."""
+    if isinstance(e, asyncpg.LockNotAvailableError):
+        return f"a lock wait exceeded database.lock_timeout ({e})"
+    if isinstance(e, asyncpg.QueryCanceledError):
+        return f"a statement exceeded database.statement_timeout ({e})"
+    if isinstance(
+        e,
+        asyncpg.PostgresConnectionError
+        | asyncpg.InterfaceError
+        | asyncpg.exceptions.OperatorInterventionError
+        | asyncpg.IdleInTransactionSessionTimeoutError
+        | ConnectionError,
+    ):
+        return f"connection lost ({type(e).__name__}: {str(e).strip() or 'closed'})"
+    if isinstance(e, TimeoutError):
+        return "no answer in time (TimeoutError)"
+    text = str(e).strip().splitlines()
+    return f"{type(e).__name__}: {text[0]}" if text else type(e).__name__
+
+
+async def open_pool(
+    dsn: str,
+    *,
+    size: int = 10,
+    connect_timeout: float = 10.0,
+    server_settings: Mapping[str, str] | None = None,
+    command_timeout: float | None = None,
+) -> asyncpg.Pool:
+    """A pool whose sessions carry ``server_settings`` (default: just the application name)
+    and whose every query gives up client-side after ``command_timeout`` seconds."""
     try:
         pool = await asyncpg.create_pool(
             dsn,
             min_size=1,
             max_size=size,
             timeout=connect_timeout,
+            command_timeout=command_timeout,
             init=init_connection,
-            server_settings={"application_name": "syncer"},
+            server_settings=dict(server_settings or {"application_name": "syncer"}),
         )
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:
         raise DatabaseError(describe(e, dsn)) from e
@@ -65,9 +133,20 @@ async def open_pool(dsn: str, *, size: int = 10, connect_timeout: float = 10.0) 
 
 @contextlib.asynccontextmanager
 async def pool_session(
-    dsn: str, *, size: int = 10, connect_timeout: float = 10.0
+    dsn: str,
+    *,
+    size: int = 10,
+    connect_timeout: float = 10.0,
+    server_settings: Mapping[str, str] | None = None,
+    command_timeout: float | None = None,
 ) -> AsyncIterator[asyncpg.Pool]:
-    pool = await open_pool(dsn, size=size, connect_timeout=connect_timeout)
+    pool = await open_pool(
+        dsn,
+        size=size,
+        connect_timeout=connect_timeout,
+        server_settings=server_settings,
+        command_timeout=command_timeout,
+    )
     try:
         yield pool
     finally:
@@ -81,3 +160,18 @@ async def connect(dsn: str, *, connect_timeout: float = 10.0) -> asyncpg.Connect
         raise DatabaseError(describe(e, dsn)) from e
     await init_connection(conn)
     return conn
+
+
+def sync_pool(
+    db: DatabaseSettings, *, size: int
+) -> contextlib.AbstractAsyncContextManager[asyncpg.Pool]:
+    """The pool of the sessions that run sync passes: ``session_settings`` on each, and every
+    query bounded client-side too, past the server's own bound (a dead server or network
+    answers nothing at all)."""
+    return pool_session(
+        db.dsn,
+        size=size,
+        connect_timeout=db.connect_timeout,
+        server_settings=session_settings(db),
+        command_timeout=db.statement_timeout + 30.0,
+    )

@@ -13,7 +13,8 @@ CREATE TEMP TABLE IF NOT EXISTS sync_stage (
 CREATE TEMP TABLE IF NOT EXISTS sync_page_events (
     image_id text, kind text, old_status text, new_status text, changes jsonb
 ) ON COMMIT DELETE ROWS;
-CREATE TEMP TABLE IF NOT EXISTS sync_seen (image_id text);
+-- The ids a full sweep saw, each once (a key: a duplicate must not stand in for an absence).
+CREATE TEMP TABLE IF NOT EXISTS sync_seen (image_id text PRIMARY KEY);
 TRUNCATE sync_seen;
 -- Every join of a pass is over a page or a partition whose statistics are stale mid-sync:
 -- hashed, never a nested loop that could turn quadratic (LATERAL probes stay what they are).
@@ -47,21 +48,20 @@ RETURNING id, started_at;
 -- name: finish_run
 UPDATE ims.sync_runs
 SET finished_at = now(), outcome = $2, pages = $3, images_seen = $4, created = $5,
-    updated = $6, deleted = $7, error = $8, note = $9
-WHERE id = $1;
+    updated = $6, deleted = $7, error = $8, note = $9, unfit = $10
+WHERE id = $1 AND outcome = 'running';
 
 -- name: page_prefilter
 -- One round trip per page, in autocommit: remember what a full sweep saw and return the
 -- positions (1-based) of the images that need a write, and whether a row exists for each.
--- An unchanged image costs nothing more. The watermark moves here only when nothing on the
--- page needs a write; otherwise it moves in the page's write transaction (advance_watermark),
--- so it never runs ahead of committed rows.
+-- An unchanged image costs nothing more.
 -- This form (delta passes) probes the primary key per image: a delta page's images are spread
 -- over the whole partition. LATERAL … LIMIT 1 keeps it a probe whatever the statistics say.
 WITH page AS (
     SELECT * FROM unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS p(image_id, content_hash, ord)
 ), seen AS (
     INSERT INTO sync_seen (image_id) SELECT image_id FROM page WHERE $5::boolean
+    ON CONFLICT DO NOTHING
 ), wanted AS (
     SELECT p.ord, r.image_id IS NOT NULL AS known FROM page p
     LEFT JOIN LATERAL (
@@ -73,17 +73,12 @@ WITH page AS (
        OR r.deleted_at IS NOT NULL
        OR r.missed_sweeps > 0
        OR r.image_type <> $2
-), watermark AS (
-    UPDATE ims.partitions SET watermark = $6::timestamptz
-    WHERE region = $1 AND image_type = $2 AND $6::timestamptz IS NOT NULL
-      AND (watermark IS NULL OR watermark < $6::timestamptz)
-      AND NOT EXISTS (SELECT 1 FROM wanted)
 )
 SELECT ord, known FROM wanted;
 
 -- name: page_prefilter_range
 -- The same for a full sweep, whose pages follow created_at: the partition's live rows created
--- within the page's first and last created_at ($7, $8) are about the page's own images, so one
+-- within the page's first and last created_at ($6, $7) are about the page's own images, so one
 -- index range scan and a hash join replace a probe per image. (The pass runs with
 -- enable_nestloop off, so the join is hashed whatever the statistics say.) An image not in
 -- that range unchanged (new, tombstoned, missed, in another partition, its created_at
@@ -92,28 +87,19 @@ WITH page AS (
     SELECT * FROM unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS p(image_id, content_hash, ord)
 ), seen AS (
     INSERT INTO sync_seen (image_id) SELECT image_id FROM page WHERE $5::boolean
+    ON CONFLICT DO NOTHING
 ), stored AS MATERIALIZED (
     SELECT r.image_id, r.content_hash FROM ims.image_rows r
     WHERE r.region = $1 AND r.image_type = $2 AND r.deleted_at IS NULL
-      AND r.created_at BETWEEN $7::timestamptz AND $8::timestamptz AND r.missed_sweeps = 0
+      AND r.created_at BETWEEN $6::timestamptz AND $7::timestamptz AND r.missed_sweeps = 0
 ), wanted AS (
     SELECT p.ord, p.image_id FROM page p LEFT JOIN stored s
         ON s.image_id = p.image_id AND s.content_hash = p.content_hash
     WHERE s.image_id IS NULL
-), watermark AS (
-    UPDATE ims.partitions SET watermark = $6::timestamptz
-    WHERE region = $1 AND image_type = $2 AND $6::timestamptz IS NOT NULL
-      AND (watermark IS NULL OR watermark < $6::timestamptz)
-      AND NOT EXISTS (SELECT 1 FROM wanted)
 )
 SELECT w.ord, EXISTS (
     SELECT 1 FROM ims.image_rows r WHERE r.region = $1 AND r.image_id = w.image_id
 ) AS known FROM wanted w;
-
--- name: advance_watermark
-UPDATE ims.partitions SET watermark = $3::timestamptz
-WHERE region = $1 AND image_type = $2 AND $3::timestamptz IS NOT NULL
-  AND (watermark IS NULL OR watermark < $3::timestamptz);
 
 -- name: page_upsert
 -- Writes ONLY rows whose content changed (or whose liveness did), and stages exactly one event
@@ -224,16 +210,21 @@ SELECT image_id, 'deleted', old_status, 'deleted', '{}'::jsonb FROM marked WHERE
 RETURNING kind;
 
 -- name: record_full_sweep
+-- The watermark ($5) is where the next delta starts: a point this COMPLETE sweep covered (its
+-- start, in the API's clock where known), never beyond now().
 UPDATE ims.partitions
 SET last_full_sweep_at = $3, last_full_run_id = $4, complete_sweeps = complete_sweeps + 1,
-    note = NULL
+    note = NULL, watermark = least($5::timestamptz, now())
 WHERE region = $1 AND image_type = $2;
 
 -- name: record_skipped_sweep
-UPDATE ims.partitions SET note = $3 WHERE region = $1 AND image_type = $2;
+-- Complete, but too short to judge absences: the listing still covered what it listed.
+UPDATE ims.partitions SET note = $3, watermark = least($4::timestamptz, now())
+WHERE region = $1 AND image_type = $2;
 
 -- name: record_delta
-UPDATE ims.partitions SET last_delta_at = $3 WHERE region = $1 AND image_type = $2;
+UPDATE ims.partitions SET last_delta_at = $3, watermark = least($4::timestamptz, now())
+WHERE region = $1 AND image_type = $2;
 
 -- name: running_partitions
 SELECT DISTINCT region, image_type FROM ims.sync_runs WHERE outcome = 'running';

@@ -5,6 +5,11 @@ short of complete — an API error, a paging anomaly, a malformed page, a cancel
 the pass and tombstones nothing. Pages already committed stay committed. A delta pass lists
 ``updated_at >= watermark - overlap`` and never tombstones by absence.
 
+The watermark moves only when a pass completes, to the moment its listing began: in the API's
+clock (its first answer's ``Date``) or ours, whichever is earlier, minus a skew margin. Every
+change after that moment carries a later ``updated_at`` and is listed by the next delta; every
+change before it was listed by this pass. A failed pass leaves the watermark where it was.
+
 While page N is being written, page N+1 is already being fetched (one page of look-ahead), so
 memory stays bounded by a couple of pages whatever the catalog's size.
 """
@@ -27,10 +32,11 @@ import asyncpg
 from syncer.config import Settings
 from syncer.errors import SyncerError
 from syncer.ims.client import ImsClient
-from syncer.ims.pager import Listing, ListingStats, iter_listing
+from syncer.ims.pager import CLOCK_SKEW, Listing, ListingStats, iter_listing
 from syncer.ims.wire import WireImage
 from syncer.records import digest_page
 from syncer.store.passes import Mode, PartitionBusy, PassCounts, SweepVerdict, partition_pass
+from syncer.store.pool import SESSION_ERRORS, describe_session_error
 from syncer.sync.partitions import Partition
 
 log = logging.getLogger(__name__)
@@ -141,21 +147,27 @@ async def run_pass(
             async for objects in _prefetch(pages):
                 await p.apply_page(digest_page(objects, partition=partition.name))
                 progress.page(partition, p.counts)
+            listed_from = min(p.started_at, stats.started_at or p.started_at)
+            covered_from = listed_from - CLOCK_SKEW
             if mode == "full":
                 result.verdict = await p.complete_full_sweep(
                     missed_sweeps_to_delete=settings.sync.delete_after_missed_sweeps,
                     min_ratio=settings.sync.min_sweep_ratio,
+                    covered_from=covered_from,
                 )
             else:
-                await p.complete_delta()
+                await p.complete_delta(covered_from=covered_from)
             result.note = p.note
         result.outcome = "ok"
     except PartitionBusy as e:
         result.outcome, result.error = "busy", str(e)
     except SyncerError as e:
         result.error = str(e)
-    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as e:
-        result.error = f"partition {partition.name}: database: {type(e).__name__}: {e}".strip()
+    except SESSION_ERRORS as e:
+        result.error = f"partition {partition.name}: database: {describe_session_error(e)}"
+    except Exception as e:  # a bug must cost this pass, never the others
+        log.exception("pass failed on an unexpected error", extra=extra)
+        result.error = f"partition {partition.name}: internal error: {type(e).__name__}: {e}"
     result.seconds = time.monotonic() - began
     c = result.counts
     level = logging.INFO if result.outcome == "ok" else logging.WARNING
@@ -168,6 +180,7 @@ async def run_pass(
             "pages": c.pages,
             "images": c.images_seen,
             "events": c.events,
+            "unfit": c.unfit or None,
             "seconds": round(result.seconds, 3),
             "error": result.error,
         },

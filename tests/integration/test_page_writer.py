@@ -10,6 +10,7 @@ import asyncpg
 import orjson
 import pytest
 
+from syncer.errors import PagingError
 from syncer.records import digest_page
 from syncer.store.passes import PartitionBusy, partition_pass
 from syncer.store.pool import open_pool
@@ -61,7 +62,11 @@ async def sweep(
         for page in pages:
             await p.apply_page(digest_page(page))
         if mode == "full":
-            await p.complete_full_sweep(missed_sweeps_to_delete=threshold, min_ratio=0.5)
+            await p.complete_full_sweep(
+                missed_sweeps_to_delete=threshold, min_ratio=0.5, covered_from=p.started_at
+            )
+        else:
+            await p.complete_delta(covered_from=p.started_at)
         return p
 
 
@@ -252,10 +257,10 @@ async def test_sweep_far_below_the_partition_tombstones_nothing(pool: asyncpg.Po
 async def test_failed_pass_is_recorded_and_tombstones_nothing(pool: asyncpg.Pool) -> None:
     page = [image(i) for i in range(1, 6)]
     await sweep(pool, [page], threshold=1)
-    with pytest.raises(RuntimeError):
+    with pytest.raises(PagingError):
         async with partition_pass(pool, REGION, TYPE, "full", worker="t") as p:
             await p.apply_page(digest_page(page[:1]))
-            raise RuntimeError("listing broke on page 2")
+            raise PagingError("listing broke on page 2")
     run = await pool.fetchrow(
         "SELECT outcome, error, pages FROM ims.sync_runs ORDER BY id DESC LIMIT 1"
     )
@@ -285,11 +290,29 @@ async def test_orphaned_running_row_is_closed(pool: asyncpg.Pool) -> None:
     assert rows[1]["outcome"] == "ok"
 
 
-async def test_delta_never_tombstones_and_moves_watermark(pool: asyncpg.Pool) -> None:
+async def test_delta_never_tombstones_and_moves_watermark_to_its_start(
+    pool: asyncpg.Pool,
+) -> None:
     page = [image(i) for i in range(1, 4)]
     await sweep(pool, [page])
-    newer = [image(2, name="x", updated_at="2024-03-01T00:00:00Z")]
-    await sweep(pool, [newer], mode="delta")
+    # an image stamped far ahead does not drag the watermark along (only a completed pass
+    # moves it, to where its listing began)
+    newer = [image(2, name="x", updated_at="2099-03-01T00:00:00Z")]
+    p = await sweep(pool, [newer], mode="delta")
     assert await pool.fetchval("SELECT count(*) FROM ims.current_images") == 3
     wm = await pool.fetchval("SELECT watermark FROM ims.partitions")
-    assert wm.isoformat() == "2024-03-01T00:00:00+00:00"
+    assert wm == p.started_at
+
+
+async def test_a_duplicate_id_cannot_hide_an_absence(pool: asyncpg.Pool) -> None:
+    """sync_seen is keyed: an id listed twice counts once, so the count-based shortcut (live −
+    seen = 0 → nothing missing) cannot skip the anti-join while an image is in fact absent."""
+    await sweep(pool, [[image(i) for i in range(1, 6)]])
+    again = [[image(1), image(2), image(3)], [image(3), image(4)]]  # 3 twice, 5 absent
+    for _ in range(2):
+        p = await sweep(pool, again)
+        assert p.counts.images_seen == 5
+    assert (
+        await pool.fetchval("SELECT image_id FROM ims.images WHERE deleted_at IS NOT NULL")
+        == image(5)["id"]
+    )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -57,7 +57,7 @@ async def list_all(
     listing = Listing(REGION, image_type, page_size, updated_since=updated_since)
     out: list[dict[str, Any]] = []
     async for page in iter_listing(
-        client, listing, partition=f"{REGION}/{image_type}", stats=stats
+        client, listing, partition=f"{REGION}/{image_type}", stats=stats, clock_skew=timedelta(0)
     ):
         out.extend(page)
     return out

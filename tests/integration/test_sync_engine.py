@@ -3,97 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
-import asyncpg
-import orjson
 import pytest
 
-from syncer.config import Settings, settings_from_mapping
-from syncer.ims.backoff import Backoff
-from syncer.ims.client import ImsClient
 from syncer.simulator import Catalog, FaultRule, Simulator
 from syncer.store.pool import open_pool
-from syncer.sync.engine import PassResult, run_passes
-from syncer.sync.partitions import Partition, plan_partitions
-
-REGIONS = ("cn-north-4", "ap-southeast-1")
-
-
-def make_settings(
-    sim: Simulator, dsn: str, api: dict[str, Any] | None = None, **sync: Any
-) -> Settings:
-    return settings_from_mapping(
-        {
-            "database": {"dsn": dsn},
-            "api": {
-                "endpoint": sim.endpoint_template,
-                "auth": "none",
-                "page_size": 50,
-                "max_attempts": 8,
-                **(api or {}),
-            },
-            "sync": {"regions": list(REGIONS), "delta_overlap": "0s", **sync},
-        },
-        {},
-        "<test>",
-    )
-
-
-class Env:
-    def __init__(self, sim: Simulator, pool: asyncpg.Pool, dsn: str) -> None:
-        self.sim, self.pool, self.dsn = sim, pool, dsn
-
-    async def sync(
-        self,
-        mode: str = "full",
-        partitions: list[Partition] | None = None,
-        api: dict[str, Any] | None = None,
-        **sync: Any,
-    ) -> list[PassResult]:
-        settings = make_settings(self.sim, self.dsn, api, **sync)
-        # Real sleeps, short ones: retries are exercised without making the suite slow.
-        fast = Backoff(base=0.01, cap=0.05, retry_after_cap=0.05)
-        async with ImsClient(settings.api, settings.credentials, backoff=fast) as client:
-            return await run_passes(
-                self.pool, client, partitions or plan_partitions(settings), mode, settings
-            )  # type: ignore[arg-type]
-
-    async def events(self) -> list[tuple[str, str, str | None, str | None]]:
-        rows = await self.pool.fetch(
-            "SELECT image_id, kind, old_status, new_status FROM ims.image_events ORDER BY seq"
-        )
-        return [(r["image_id"], r["kind"], r["old_status"], r["new_status"]) for r in rows]
-
-
-@pytest.fixture
-async def env(db: str) -> AsyncIterator[Env]:
-    catalog = Catalog(regions=REGIONS, images_per_partition=120, seed=3)
-    async with Simulator(catalog) as sim:
-        pool = await open_pool(db, size=6)
-        try:
-            yield Env(sim, pool, db)
-        finally:
-            await pool.close()
-
-
-async def assert_db_equals_catalog(env: Env) -> None:
-    for region in REGIONS:
-        for t in ("gold", "private", "shared", "market"):
-            expected = {o["id"]: o for o in env.sim.catalog.images(region, t)}
-            rows = await env.pool.fetch(
-                "SELECT image_id, raw, status, name, created_at, updated_at FROM ims.current_images "
-                "WHERE region = $1 AND image_type = $2",
-                region,
-                t,
-            )
-            got = {r["image_id"]: orjson.loads(r["raw"]) for r in rows}
-            assert got == expected, f"{region}/{t}"
-            for r in rows:
-                obj = expected[r["image_id"]]
-                assert (r["status"], r["name"]) == (obj["status"], obj["name"])
-                assert r["updated_at"].strftime("%Y-%m-%dT%H:%M:%SZ") == obj["updated_at"]
+from syncer.sync.partitions import Partition
+from tests.sync_env import REGIONS, Env, FrozenClock, assert_db_equals_catalog
 
 
 async def test_database_equals_catalog_despite_faults(env: Env) -> None:
@@ -259,16 +176,6 @@ async def test_delta_sees_changes_within_the_same_second(env: Env) -> None:
     kinds = [e[1] for e in await env.events() if e[0] == image["id"]]
     assert kinds == ["created", "updated", "updated"]
     assert any("updated_at" in dict(q) for q in (r.query for r in env.sim.requests))
-
-
-class FrozenClock:
-    def __init__(self, catalog: Catalog) -> None:
-        self.now = 0.0
-        self.catalog = catalog
-
-    def set(self, t: float) -> None:
-        self.now = t
-        self.catalog.clock = lambda: self.now  # type: ignore[method-assign]
 
 
 async def test_concurrent_sync_of_one_partition_is_busy(env: Env) -> None:

@@ -145,8 +145,11 @@ async def test_page_is_parsed_with_everything_kept(ims: ScriptedIms) -> None:
     async with client(ims) as c:
         first = await list_once(c)
         second = await list_once(c)
-    assert first == ListPage([obj], "x", True, "req-1")
-    assert second == ListPage([], None, False, "req-2")
+    assert first == ListPage([obj], "x", True, "req-1", first.server_time)
+    assert second == ListPage([], None, False, "req-2", second.server_time)
+    # the Date header aiohttp's server sends: the API's clock, for the delta watermark
+    assert first.server_time is not None
+    assert abs((first.server_time - datetime.now(UTC)).total_seconds()) < 60
 
 
 # ---- token auth -----------------------------------------------------------------------------

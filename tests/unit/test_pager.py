@@ -73,7 +73,7 @@ async def test_query_is_explicitly_sorted_and_filtered(ims: ScriptedIms, client:
     ims.handler = ListingHandler(images_at(range(10)))
     since = datetime(2024, 1, 1, 0, 0, 3, 999_000, tzinfo=UTC)
     await collect(client, 5, updated_since=since)
-    first, second = ims.listing_requests()
+    first, second, confirmation = ims.listing_requests()
     assert sorted(first.pairs) == [
         ("__imagetype", "private"),
         ("limit", "5"),
@@ -83,6 +83,10 @@ async def test_query_is_explicitly_sorted_and_filtered(ims: ScriptedIms, client:
     ]
     assert second.param("marker") == "img-0007"
     assert second.param("updated_at") == "gte:2024-01-01T00:00:03Z"
+    # the apparent end is confirmed past the last second, with the same filter
+    assert confirmation.param("marker") is None
+    assert confirmation.param("created_at") == "gte:2024-01-01T00:00:09Z"
+    assert confirmation.param("updated_at") == "gte:2024-01-01T00:00:03Z"
 
 
 def test_format_time_is_utc_whole_seconds() -> None:
@@ -103,7 +107,30 @@ async def test_lists_everything_once_and_stops_on_the_last_page(
     ims.handler = ListingHandler(data)
     stats = ListingStats()
     assert await collect(client, 5, stats=stats) == ids_of(data)
-    assert stats == ListingStats(requests=3, pages=3, images=12)  # no confirmation needed
+    # The short last page is not taken on its word: one request past its last second.
+    assert stats.started_at is not None
+    assert stats == ListingStats(
+        requests=4,
+        pages=3,
+        images=12,
+        resumes=1,
+        confirmations=1,
+        replayed=1,
+        started_at=stats.started_at,
+    )
+    assert ims.listing_requests()[-1].param("created_at") == "gte:2024-01-01T00:00:11Z"
+
+
+async def test_no_confirmation_once_past_the_listing_start(
+    ims: ScriptedIms, client: ImsClient
+) -> None:
+    """Images created after the listing began need not be listed: reaching them ends it."""
+    future = datetime.now(UTC).replace(microsecond=0) + timedelta(minutes=1)
+    data = images_at(range(12), start=future)
+    ims.handler = ListingHandler(data)
+    stats = ListingStats()
+    assert await collect(client, 5, stats=stats) == ids_of(data)
+    assert (stats.requests, stats.confirmations) == (3, 0)
 
 
 async def test_empty_listing(ims: ScriptedIms, client: ImsClient) -> None:
@@ -122,9 +149,9 @@ async def test_exact_page_boundary_ends_on_a_confirmed_empty_page(
     assert await collect(client, 5, stats=stats) == ids_of(data)
     requests = ims.listing_requests()
     assert [r.param("marker") for r in requests] == [None, "img-0004", "img-0009", None]
-    probe = requests[-1]  # the empty page is confirmed: the marker image still exists
-    assert sorted(probe.pairs) == [("__imagetype", "private"), ("id", "img-0009"), ("limit", "1")]
-    assert (stats.probes, stats.resumes, stats.pages, stats.requests) == (1, 0, 2, 4)
+    confirmation = requests[-1]  # the empty page is confirmed past the last second
+    assert confirmation.param("created_at") == "gte:2024-01-01T00:00:09Z"
+    assert (stats.probes, stats.resumes, stats.pages, stats.requests) == (0, 1, 2, 4)
 
 
 @pytest.mark.parametrize("probe_answer", ["ignores-id", "400"])
@@ -150,12 +177,11 @@ async def test_inconclusive_probe_falls_back_to_a_created_at_resume(
         (None, None, None),
         ("img-0002", None, None),
         ("img-0005", None, None),  # empty
-        (None, "img-0005", None),  # probe: inconclusive
-        (None, None, "gte:2024-01-01T00:00:03Z"),  # resume: replays 3..5, nothing new
-        ("img-0005", None, None),  # empty again
-        (None, "img-0005", None),  # inconclusive again, but the resume found nothing: the end
+        (None, None, "gte:2024-01-01T00:00:03Z"),  # confirmation: replays 3..5, nothing new
+        ("img-0005", None, None),  # empty again (a full page of replays came before)
+        (None, "img-0005", None),  # probe: inconclusive, but the confirmation found nothing
     ]
-    assert (stats.resumes, stats.replayed, stats.probes) == (1, 3, 2)
+    assert (stats.resumes, stats.replayed, stats.probes) == (1, 3, 1)
 
 
 @pytest.mark.parametrize("unknown_marker", ["error", "empty"])
@@ -164,8 +190,10 @@ async def test_without_page_info(ims: ScriptedIms, client: ImsClient, unknown_ma
     ims.handler = ListingHandler(data, page_info=False, unknown_marker=unknown_marker)
     stats = ListingStats()
     assert await collect(client, 5, stats=stats) == ids_of(data)
-    # The end is an empty page after a marker, then the probe that finds the marker.
-    assert (stats.probes, stats.resumes) == (1, 0)
+    # The end is an empty page after a marker, confirmed past the last second (the page of
+    # replays that answers it is short: without page_info, one more marker request and a
+    # probe that finds the marker settle it).
+    assert (stats.confirmations, stats.probes) == (1, 1)
 
 
 async def test_server_cap_below_limit_short_pages_are_not_the_end(
@@ -187,20 +215,27 @@ async def test_short_page_mid_listing_with_page_info_and_next_marker(
     assert await collect(client, 10) == ids_of(data)
 
 
-async def test_page_info_without_next_marker_is_the_end(
-    ims: ScriptedIms, client: ImsClient
+@pytest.mark.parametrize("cut", ["page_info without next_marker", "empty page"])
+async def test_a_listing_cut_short_is_not_taken_for_complete(
+    ims: ScriptedIms, client: ImsClient, cut: str
 ) -> None:
-    handler = ListingHandler(images_at(range(10)))
+    """A gateway or proxy that ends a listing early: the confirmation finds the rest."""
+    data = images_at(range(23))
+    handler = ListingHandler(data)
 
     def override(seen: Seen, n: int) -> Answer | None:
-        if n == 1:  # a full page, but the server says it is the last one
-            return Answer(200, {"images": handler.ordered()[:5], "page_info": {}})
+        if n == 2 and cut == "page_info without next_marker":
+            page = handler.ordered()[5:10]  # a full page, but it says it is the last one
+            return Answer(200, {"images": page, "page_info": {}})
+        if n == 3 and cut == "empty page":
+            return Answer(200, {"images": [], "page_info": {}})
         return None
 
     handler.override = override
     ims.handler = handler
-    assert len(await collect(client, 5)) == 5
-    assert len(ims.listing_requests()) == 1
+    stats = ListingStats()
+    assert await collect(client, 5, stats=stats) == ids_of(data)
+    assert stats.confirmations == 2  # the cut, and the true end
 
 
 async def test_next_marker_differing_from_last_id_pages_from_last_id(
@@ -398,8 +433,6 @@ async def test_descending_server_is_an_order_violation(ims: ScriptedIms, client:
         ({"name": "no id", "created_at": "2024-01-01T00:00:00Z"}, "without a usable id"),
         ({"id": "", "created_at": "2024-01-01T00:00:00Z"}, "without a usable id"),
         ({"id": 17, "created_at": "2024-01-01T00:00:00Z"}, "without a usable id"),
-        ({"id": "x"}, "image x at page 1, position 2 has no parseable created_at"),
-        ({"id": "x", "created_at": "yesterday"}, "no parseable created_at"),
     ],
 )
 async def test_unusable_objects_fail_the_partition(
@@ -414,6 +447,20 @@ async def test_unusable_objects_fail_the_partition(
     assert raised.value.partition == PARTITION
     if "usable id" in fragment:
         assert "page 1, position 2" in str(raised.value)
+
+
+@pytest.mark.parametrize("created_at", [None, "yesterday", 17, "2024-13-45T99:00:00Z"])
+async def test_an_unparseable_created_at_keeps_the_image(
+    ims: ScriptedIms, client: ImsClient, created_at: Any
+) -> None:
+    """A value that does not fit never fails the partition: the image keeps its place."""
+    odd = {"id": "odd"} if created_at is None else {"id": "odd", "created_at": created_at}
+    page = [image(0, 0), odd, image(1, 0)]
+    ims.handler = ListingHandler([])
+    ims.handler.override = lambda seen, n: Answer(200, {"images": page, "page_info": {}})
+    stats = ListingStats()
+    assert await collect(client, 5, stats=stats) == ["img-0000", "odd", "img-0001"]
+    assert stats.anomalies == 2  # once in the page, once in the confirmation's replay
 
 
 async def test_api_errors_pass_through(ims: ScriptedIms, client: ImsClient) -> None:

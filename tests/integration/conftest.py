@@ -1,0 +1,18 @@
+"""Fixtures of the integration tier."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from syncer.simulator import Catalog, Simulator
+from tests.sync_env import REGIONS, Env
+
+
+@pytest.fixture
+async def env(db: str) -> AsyncIterator[Env]:
+    """2 regions × 4 types × 120 images, page size 50, delta overlap 0 s."""
+    catalog = Catalog(regions=REGIONS, images_per_partition=120, seed=3)
+    async with Simulator(catalog) as sim, Env.open(sim, db) as env:
+        yield env
