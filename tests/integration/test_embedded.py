@@ -39,13 +39,14 @@ LOCKED_MODE = 0o700 if AS_ROOT else 0o000
 
 
 def copy_wheel_into(site: Path) -> Path:
-    """The pgserver package and its pgserver.libs, laid out as in a venv's site-packages."""
+    """The pgserver package, its pgserver.libs and dist-info, as in a venv's site-packages."""
     wheel = find_binaries("pgserver").bin_dir.parent.parent  # .../site-packages/pgserver
     shutil.copytree(
         wheel, site / "pgserver", symlinks=True, ignore=shutil.ignore_patterns("include")
     )
-    if (wheel.parent / "pgserver.libs").is_dir():
-        shutil.copytree(wheel.parent / "pgserver.libs", site / "pgserver.libs")
+    for sibling in [wheel.parent / "pgserver.libs", *wheel.parent.glob("pgserver-*.dist-info")]:
+        if sibling.is_dir():
+            shutil.copytree(sibling, site / sibling.name)
     return site / "pgserver" / "pginstall" / "bin"
 
 
