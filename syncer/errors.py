@@ -23,6 +23,10 @@ class MigrationError(DatabaseError):
     """The schema could not be brought to the newest revision."""
 
 
+class EmbeddedServerError(DatabaseError):
+    """The private PostgreSQL (`syncer demo`, tests) could not start: says why and what to do."""
+
+
 class ApiError(SyncerError):
     """IMS (or its API gateway) answered with an error, or could not be reached."""
 

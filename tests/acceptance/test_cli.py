@@ -20,7 +20,7 @@ regions = ["cn-north-4"]
 
 
 def syncer(
-    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60, cwd: Path | None = None
 ) -> subprocess.CompletedProcess[str]:
     full_env = {
         k: v for k, v in os.environ.items() if not k.startswith(("SYNCER_", "HUAWEICLOUD_"))
@@ -32,6 +32,7 @@ def syncer(
         text=True,
         env=full_env,
         timeout=timeout,
+        cwd=cwd,
     )
 
 
