@@ -10,6 +10,7 @@ What it does for every listing request (see docs/client.md):
   one WARNING per retry;
 * never retries 401/403 (the gateway locks an AK/SK after five failed authentications in a
   row) nor any other 4xx; 400 ``IMG.0066`` (unknown marker) is raised at once for the pager;
+* counts requests, retries, throttling and latency in ``syncer.metrics``;
 * maps every failure to ``ApiError`` / ``AuthError`` / ``MalformedResponse`` carrying status,
   code, message, request id, region and partition, and never a secret.
 """
@@ -31,6 +32,7 @@ import orjson
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from syncer import metrics
 from syncer.config import ApiSettings, Credentials
 from syncer.errors import ApiError, AuthError, MalformedResponse
 from syncer.ims import signer
@@ -175,6 +177,7 @@ class ImsClient:
                     functools.partial(self._listing_headers, region, url, token),
                     b"",
                     endpoint,
+                    region=region,
                 )
             except ApiError as e:
                 error = self._tag(e, region, partition)
@@ -203,11 +206,16 @@ class ImsClient:
         headers: Callable[[], dict[str, str]],
         body: bytes,
         endpoint: str | None,
+        *,
+        region: str,
+        iam: bool = False,
     ) -> _Reply:
         """One HTTP exchange inside a concurrency slot. Connection failures → ApiError
         (status None); any HTTP answer → _Reply (throttling reported to the slot)."""
         session = self._require_session()
         async with self._gate.slot(endpoint) as ticket:
+            began = time.monotonic()
+            status: int | str = "error"
             try:
                 async with session.request(
                     method,
@@ -219,7 +227,9 @@ class ImsClient:
                 ) as response:
                     raw = await response.read()
                     reply = _Reply(response.status, response.reason or "", response.headers, raw)
+                    status = reply.status
             except TimeoutError:
+                status = "timeout"
                 raise ApiError(
                     f"no complete answer within {self.api.request_timeout:g}s (timeout)"
                 ) from None
@@ -231,7 +241,14 @@ class ImsClient:
                 ) from None
             except aiohttp.ClientError as e:
                 raise ApiError(f"connection failed: {_describe(e)}") from None
-            _report(ticket, reply)
+            finally:
+                if iam:
+                    metrics.observe_iam_request(region, status)
+                else:
+                    seconds = time.monotonic() - began if isinstance(status, int) else None
+                    metrics.observe_request(region, status, seconds)
+            if _report(ticket, reply):
+                metrics.observe_throttled(region)
             return reply
 
     def _listing_headers(self, region: str, url: str, token: str | None) -> dict[str, str]:
@@ -277,6 +294,7 @@ class ImsClient:
         if retry_after is not None:
             extra["retry_after"] = retry_after
         log.warning("IMS request failed; retrying", extra=extra)
+        metrics.observe_retry(region, _retry_reason(error))
         await self._sleep(delay)
 
     # ---- token auth --------------------------------------------------------------------
@@ -350,7 +368,9 @@ class ImsClient:
             attempt += 1
             reply: _Reply | None = None
             try:
-                reply = await self._once("POST", url, lambda: dict(headers), body, None)
+                reply = await self._once(
+                    "POST", url, lambda: dict(headers), body, None, region=region, iam=True
+                )
             except ApiError as e:
                 error = self._tag(e, region, partition, prefix="IAM token request: ")
             else:
@@ -481,15 +501,27 @@ class ImsClient:
 # ---- helpers -------------------------------------------------------------------------------
 
 
-def _report(ticket: Ticket, reply: _Reply) -> None:
+def _report(ticket: Ticket, reply: _Reply) -> bool:
+    """Tell the concurrency slot how the answer went; True when it was throttling."""
     if reply.status == 429:
         ticket.throttled()
-    elif reply.status < 300:
+        return True
+    if reply.status < 300:
         ticket.succeeded()
     elif reply.status < 500:
         code, _, _ = _error_facts(reply.body)
         if code in THROTTLE_CODES:
             ticket.throttled()
+            return True
+    return False
+
+
+def _retry_reason(error: ApiError) -> str:
+    if error.status is None:
+        return "connection"
+    if error.status == 429 or error.code in THROTTLE_CODES:
+        return "throttled"
+    return "server_error"
 
 
 def _retryable(error: ApiError) -> bool:

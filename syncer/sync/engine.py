@@ -24,6 +24,7 @@ from typing import Any, Literal, Protocol
 
 import asyncpg
 
+from syncer import metrics
 from syncer.config import Settings
 from syncer.errors import SyncerError
 from syncer.ims.client import ImsClient
@@ -172,6 +173,7 @@ async def run_pass(
             "error": result.error,
         },
     )
+    metrics.observe_pass(result)
     progress.finished(result)
     return result
 
