@@ -14,6 +14,7 @@ from rich.table import Table
 
 from syncer.app import open_app
 from syncer.config import Settings
+from syncer.ims.authgate import CredentialHold
 from syncer.store.passes import Mode, PassCounts
 from syncer.store.pool import pool_session
 from syncer.store.status import ensure_schema, partition_status, recent_runs
@@ -56,7 +57,9 @@ class TerminalProgress:
         )
 
 
-def summary(results: Sequence[PassResult], mode: str) -> Table:
+def summary(results: Sequence[PassResult], mode: str, held: Sequence[CredentialHold] = ()) -> Table:
+    """The end-of-run table; a failure caused by a rejected credential (``held``) is named in
+    a few words, its reason being printed once below the table."""
     t = Table(title=f"{mode} sync", title_justify="left", header_style="bold")
     for col in (
         "partition",
@@ -74,6 +77,7 @@ def summary(results: Sequence[PassResult], mode: str) -> Table:
             justify="right"
             if col in ("pages", "images", "created", "updated", "deleted", "seconds")
             else "left",
+            no_wrap=col in ("partition", "outcome"),
         )
     for r in sorted(results, key=lambda r: r.partition):
         c = r.counts
@@ -87,9 +91,19 @@ def summary(results: Sequence[PassResult], mode: str) -> Table:
             str(c.updated),
             str(c.deleted),
             f"{r.seconds:.1f}",
-            r.error or r.note or "",
+            _short_error(r, held) or r.note or "",
         )
     return t
+
+
+def _short_error(r: PassResult, held: Sequence[CredentialHold]) -> str:
+    error = r.error or ""
+    for h in held:
+        if f"{h.label} rejected: " in error:
+            return f"{h.label} rejected (see below)"
+    return error.removeprefix(f"partition {r.partition.name}, ").removeprefix(
+        f"partition {r.partition.name}: "
+    )
 
 
 async def sync_once(
@@ -114,10 +128,14 @@ async def sync_once(
         else:
             logging.getLogger("syncer").setLevel(logging.INFO)
             results = await run_passes(app.pool, app.client, partitions, mode, settings)
-    console.print(summary(results, mode))
+        problem = app.client.credential_problem()
+        held = app.client.credential_holds()
+    console.print(summary(results, mode, held))
     failed = [r for r in results if r.outcome != "ok"]
     if failed:
         console.print(f"{len(failed)} of {len(results)} partitions did not complete", style="red")
+    if problem:  # once, however many partitions it failed
+        console.print(problem, style="red", markup=False, highlight=False, soft_wrap=True)
     return results
 
 

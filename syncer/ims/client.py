@@ -10,6 +10,8 @@ What it does for every listing request (see docs/client.md):
   one WARNING per retry;
 * never retries 401/403 (the gateway locks an AK/SK after five failed authentications in a
   row) nor any other 4xx; 400 ``IMG.0066`` (unknown marker) is raised at once for the pager;
+* lets a credential not yet proven good send ONE request at a time, and holds a rejected one
+  back (no request sent) for a growing delay (``authgate.CredentialGate``);
 * counts requests, retries, throttling and latency in ``syncer.metrics``;
 * maps every failure to ``ApiError`` / ``AuthError`` / ``MalformedResponse`` carrying status,
   code, message, request id, region and partition, and never a secret.
@@ -18,6 +20,7 @@ What it does for every listing request (see docs/client.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -36,6 +39,7 @@ from syncer import metrics
 from syncer.config import ApiSettings, Credentials
 from syncer.errors import ApiError, AuthError, MalformedResponse
 from syncer.ims import signer
+from syncer.ims.authgate import Admission, CredentialGate, CredentialHold
 from syncer.ims.backoff import Backoff, parse_retry_after
 from syncer.ims.concurrency import ConcurrencyGate, Ticket
 from syncer.ims.wire import WireImage, decode_answer
@@ -119,6 +123,7 @@ class ImsClient:
         self._issued_tokens: dict[str, tuple[str, float]] = {}  # region → (IAM token, obtained)
         self._every_token: set[str] = set()  # for redaction, even after renewal
         self._token_locks: dict[str, asyncio.Lock] = {}
+        self._credential_gate = CredentialGate(api.auth_holdback, api.auth_holdback_max)
 
     # ---- lifetime ----------------------------------------------------------------------
 
@@ -149,6 +154,41 @@ class ImsClient:
         """The current adaptive limit of ``region``'s endpoint (for metrics and tests)."""
         return self._gate.limit_for(self.api.url_for(region)).limit
 
+    # ---- credentials the gateway rejected ----------------------------------------------
+
+    def credential_holds(self) -> list[CredentialHold]:
+        """Every credential rejected (401/403) and not accepted since, with its hold-back."""
+        return self._credential_gate.holds()
+
+    def credential_hold(self, region: str) -> CredentialHold | None:
+        """The rejection that holds ``region``'s requests back, if any (for schedulers)."""
+        if self.api.auth == "aksk":
+            return self._credential_gate.hold_for("aksk")
+        if self.api.auth == "token":
+            return self._credential_gate.hold_for(
+                f"token/{region}"
+            ) or self._credential_gate.hold_for("iam")
+        return None
+
+    def credential_problem(self) -> str | None:
+        """One line naming every rejected credential, why, and until when it is held back
+        (None when every credential is fine or untried). Never contains a secret."""
+        holds = self.credential_holds()
+        return "; ".join(h.describe() for h in holds) if holds else None
+
+    def _credential_of(self, region: str) -> tuple[str | None, str]:
+        if self.api.auth == "aksk":
+            return "aksk", "AK/SK"
+        if self.api.auth == "token":
+            return f"token/{region}", f"token for {region}"
+        return None, ""
+
+    def _admit(
+        self, credential: tuple[str | None, str], region: str, partition: str | None
+    ) -> contextlib.AbstractAsyncContextManager[Admission]:
+        key, label = credential
+        return self._credential_gate.admit(key, label, region=region, partition=partition)
+
     # ---- the one call ------------------------------------------------------------------
 
     async def list_images(
@@ -164,37 +204,46 @@ class ImsClient:
 
     async def _send_listing(self, region: str, url: str, *, partition: str) -> _Reply:
         endpoint = self.api.url_for(region)
+        credential = self._credential_of(region)
         renewed = False
         attempt = 0
         while True:
             attempt += 1
-            token = await self._token(region, partition) if self.api.auth == "token" else None
             reply: _Reply | None = None
-            try:
-                reply = await self._once(
-                    "GET",
-                    url,
-                    functools.partial(self._listing_headers, region, url, token),
-                    b"",
-                    endpoint,
-                    region=region,
-                )
-            except ApiError as e:
-                error = self._tag(e, region, partition)
-            else:
-                if reply.status == 200:
-                    return reply
-                error = self._error_from(reply, region=region, partition=partition)
-            if isinstance(error, AuthError):
-                if not renewed and token is not None and self._may_renew(region, token, error):
-                    renewed = True
-                    attempt -= 1  # a renewal is not a retry of a transient failure
-                    log.warning(
-                        "IMS token rejected; renewing it once",
-                        extra=_facts(error, partition=partition, region=region, attempt=attempt),
+            async with self._admit(credential, region, partition) as admission:
+                # the token is read once admitted: a renewal while we waited is used at once
+                token = await self._token(region, partition) if self.api.auth == "token" else None
+                try:
+                    reply = await self._once(
+                        "GET",
+                        url,
+                        functools.partial(self._listing_headers, region, url, token),
+                        b"",
+                        endpoint,
+                        region=region,
                     )
-                    continue
-                raise error
+                except ApiError as e:
+                    error = self._tag(e, region, partition)
+                else:
+                    if reply.status == 200:
+                        admission.accepted()
+                        return reply
+                    error = self._error_from(reply, region=region, partition=partition)
+                if isinstance(error, AuthError) and error.status in (401, 403):
+                    if not renewed and token is not None and self._may_renew(region, token, error):
+                        admission.doubted()
+                        renewed = True
+                        attempt -= 1  # a renewal is not a retry of a transient failure
+                        log.warning(
+                            "IMS token rejected; renewing it once",
+                            extra=_facts(
+                                error, partition=partition, region=region, attempt=attempt
+                            ),
+                        )
+                        continue
+                    raise admission.rejected(error)
+                if error.code is not None and error.code.startswith("IMG."):
+                    admission.accepted()  # IMS itself answered: the gateway let us through
             await self._before_retry(error, attempt, reply, region, partition)
 
     # ---- one attempt -------------------------------------------------------------------
@@ -367,28 +416,32 @@ class ImsClient:
         while True:
             attempt += 1
             reply: _Reply | None = None
-            try:
-                reply = await self._once(
-                    "POST", url, lambda: dict(headers), body, None, region=region, iam=True
-                )
-            except ApiError as e:
-                error = self._tag(e, region, partition, prefix="IAM token request: ")
-            else:
-                if reply.status == 201:
-                    token = reply.headers.get("X-Subject-Token", "").strip()
-                    if not token:
-                        raise MalformedResponse(
-                            "IAM answered 201 without an X-Subject-Token header",
-                            status=201,
-                            request_id=self._request_id(reply, None),
-                            region=region,
-                            partition=partition,
-                        )
-                    log.info("IAM token obtained", extra={"region": region})
-                    return token
-                error = self._error_from(
-                    reply, region=region, partition=partition, prefix="IAM token request: "
-                )
+            async with self._admit(("iam", "IAM password login"), region, partition) as admission:
+                try:
+                    reply = await self._once(
+                        "POST", url, lambda: dict(headers), body, None, region=region, iam=True
+                    )
+                except ApiError as e:
+                    error = self._tag(e, region, partition, prefix="IAM token request: ")
+                else:
+                    if reply.status == 201:
+                        token = reply.headers.get("X-Subject-Token", "").strip()
+                        if not token:
+                            raise MalformedResponse(
+                                "IAM answered 201 without an X-Subject-Token header",
+                                status=201,
+                                request_id=self._request_id(reply, None),
+                                region=region,
+                                partition=partition,
+                            )
+                        admission.accepted()
+                        log.info("IAM token obtained", extra={"region": region})
+                        return token
+                    error = self._error_from(
+                        reply, region=region, partition=partition, prefix="IAM token request: "
+                    )
+                if isinstance(error, AuthError) and error.status in (401, 403):
+                    raise admission.rejected(error)
             await self._before_retry(error, attempt, reply, region, partition)
 
     # ---- answers → pages and errors ----------------------------------------------------
