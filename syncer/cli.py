@@ -32,6 +32,7 @@ class Ctx:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings(self.config_path)
+            logs.redact_secrets(self._settings.secrets())
             for warning in self._settings.warnings:
                 logging.getLogger("syncer.config").warning(warning)
         return self._settings

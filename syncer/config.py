@@ -136,6 +136,16 @@ class Settings:
     source: str = "<defaults>"
     warnings: tuple[str, ...] = ()
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value of this configuration, for the log redactor (syncer.logs)."""
+        c = self.credentials
+        try:
+            dsn_password = urlsplit(self.database.dsn).password or ""
+        except ValueError:
+            dsn_password = ""
+        values = (c.ak, c.sk, c.token, c.password, self.feed.token, dsn_password)
+        return tuple(v for v in values if v)
+
     def require_credentials(self) -> None:
         """Fail early, in one line, when the chosen auth mode lacks what it needs."""
         c, where = self.credentials, self.source
