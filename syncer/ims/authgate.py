@@ -88,6 +88,8 @@ class Admission:
     def accepted(self) -> None:
         """The answer proves the credential good (a page, an IMS error past the gateway)."""
         s = self._state
+        if s.rejection is None and s.proven:
+            return  # the common case: nothing changes
         if s.rejection is not None and self._generation != s.generation:
             return  # sent before a later rejection: that one stands
         if s.rejection is not None:
@@ -120,6 +122,8 @@ class Admission:
                 extra={"credential": s.credential, "reason": gate.hold_of(s).describe()},
             )
             s.notify()
+        elif s.rejection is None:
+            return error  # sent before a rejection that a later success has cleared
         return gate.held_error(s, region=error.region, partition=error.partition)
 
 

@@ -289,3 +289,22 @@ async def test_iam_token_is_still_renewed_once_under_the_gate(ims: ScriptedIms) 
     assert len(pages) == 4 and issued == ["tok-1", "tok-2"]
     listing = ims.listing_requests()
     assert [s.headers["X-Auth-Token"] for s in listing] == ["tok-1"] + ["tok-2"] * 4
+
+
+async def test_a_late_rejection_from_before_a_recovery_does_not_hold_back() -> None:
+    """The gate alone: a request admitted before a rejection, answered 401 only after the
+    credential was accepted again, neither crashes nor holds the credential back."""
+    from syncer.ims.authgate import CredentialGate
+
+    gate = CredentialGate(holdback=0.01)
+    error = AuthError("no", status=401, code="APIGW.0301", region="r", partition="r/gold")
+    async with gate.admit("aksk", "AK/SK", region="r", partition="r/gold") as first:
+        first.accepted()
+    async with gate.admit("aksk", "AK/SK", region="r", partition="r/gold") as slow:
+        async with gate.admit("aksk", "AK/SK", region="r", partition="r/gold") as quick:
+            quick.rejected(error)
+        await asyncio.sleep(0.02)
+        async with gate.admit("aksk", "AK/SK", region="r", partition="r/gold") as probe:
+            probe.accepted()
+        assert slow.rejected(error) is error
+    assert gate.holds() == []
