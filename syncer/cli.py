@@ -32,6 +32,7 @@ class Ctx:
     def settings(self) -> Settings:
         if self._settings is None:
             self._settings = load_settings(self.config_path)
+            logs.redact_secrets(self._settings.secrets())
             for warning in self._settings.warnings:
                 logging.getLogger("syncer.config").warning(warning)
         return self._settings
@@ -168,13 +169,35 @@ def sync(
 
 
 @main.command()
+@click.option(
+    "--stale-after",
+    metavar="DURATION",
+    help="A partition is stale when its last complete full sweep is older than this "
+    '(e.g. "3h"; default: twice sync.full_interval).',
+)
+@click.option("--json", "as_json", is_flag=True, help="One JSON document instead of tables.")
+@click.option(
+    "--runs", default=10, show_default=True, type=click.IntRange(0), help="Last runs to list."
+)
 @click.pass_obj
 @funnel
-def status(obj: Ctx) -> None:
-    """Per-partition freshness and the last runs."""
+def status(obj: Ctx, stale_after: str | None, as_json: bool, runs: int) -> None:
+    """Per-partition freshness and last passes. Exit status: 0 every configured partition
+    fresh and ok, 3 some stale (none failing), 4 some failing (last pass failed), 1 the
+    status could not be read."""
+    from syncer.config import parse_duration
     from syncer.progress import show_status
 
-    run_async(show_status(obj.settings, out))
+    seconds = None
+    if stale_after is not None:
+        try:
+            seconds = parse_duration(stale_after)
+        except ValueError as e:
+            fail(f"--stale-after: {e}", 2)
+    code = run_async(
+        show_status(obj.settings, out, stale_after=seconds, as_json=as_json, runs=runs)
+    )
+    sys.exit(code)
 
 
 @main.command()

@@ -67,6 +67,8 @@ class ApiSettings:
     region_concurrency: int = 4  # start (and ceiling) of the adaptive limit per endpoint
     project_ids: Mapping[str, str] = field(default_factory=dict)
     iam_endpoint: str = "https://iam.{region}.myhuaweicloud.com"
+    auth_holdback: float = 60.0  # a rejected credential's first hold-back (doubles each time)
+    auth_holdback_max: float = 1800.0
 
     def url_for(self, region: str) -> str:
         """The full listing URL for one region."""
@@ -139,6 +141,16 @@ class Settings:
     source: str = "<defaults>"
     warnings: tuple[str, ...] = ()
 
+    def secrets(self) -> tuple[str, ...]:
+        """Every secret value of this configuration, for the log redactor (syncer.logs)."""
+        c = self.credentials
+        try:
+            dsn_password = urlsplit(self.database.dsn).password or ""
+        except ValueError:
+            dsn_password = ""
+        values = (c.ak, c.sk, c.token, c.password, self.feed.token, dsn_password)
+        return tuple(v for v in values if v)
+
     def require_credentials(self) -> None:
         """Fail early, in one line, when the chosen auth mode lacks what it needs."""
         c, where = self.credentials, self.source
@@ -198,6 +210,8 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "region_concurrency": int,
         "project_ids": dict,
         "iam_endpoint": str,
+        "auth_holdback": str,
+        "auth_holdback_max": str,
     },
     "sync": {
         "regions": list,
@@ -372,6 +386,8 @@ def settings_from_mapping(
         region_concurrency=r.int_in("api", "region_concurrency", 4, 1, 1000),
         project_ids=dict(project_ids),
         iam_endpoint=r.get("api", "iam_endpoint", ApiSettings.iam_endpoint),
+        auth_holdback=r.duration("api", "auth_holdback", 60.0),
+        auth_holdback_max=r.duration("api", "auth_holdback_max", 1800.0),
     )
     if api.request_timeout <= 0:
         raise r.fail("api.request_timeout", f"must be positive, got {api.request_timeout}")

@@ -3,20 +3,30 @@ terminal (plain log lines otherwise) and a summary table at the end."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import Progress, TaskID, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from syncer.app import open_app
 from syncer.config import Settings
+from syncer.freshness import EXIT_OK, PartitionHealth, age, exit_status, format_duration, judge
+from syncer.ims.authgate import CredentialHold
 from syncer.store.passes import Mode, PassCounts
 from syncer.store.pool import pool_session
-from syncer.store.status import ensure_schema, partition_status, recent_runs
+from syncer.store.status import (
+    RunRecord,
+    ensure_schema,
+    partition_records,
+    recent_runs,
+)
 from syncer.sync.engine import PassResult, run_passes
 from syncer.sync.partitions import Partition, plan_partitions
 
@@ -56,7 +66,9 @@ class TerminalProgress:
         )
 
 
-def summary(results: Sequence[PassResult], mode: str) -> Table:
+def summary(results: Sequence[PassResult], mode: str, held: Sequence[CredentialHold] = ()) -> Table:
+    """The end-of-run table; a failure caused by a rejected credential (``held``) is named in
+    a few words, its reason being printed once below the table."""
     t = Table(title=f"{mode} sync", title_justify="left", header_style="bold")
     for col in (
         "partition",
@@ -74,6 +86,7 @@ def summary(results: Sequence[PassResult], mode: str) -> Table:
             justify="right"
             if col in ("pages", "images", "created", "updated", "deleted", "seconds")
             else "left",
+            no_wrap=col in ("partition", "outcome"),
         )
     for r in sorted(results, key=lambda r: r.partition):
         c = r.counts
@@ -87,9 +100,19 @@ def summary(results: Sequence[PassResult], mode: str) -> Table:
             str(c.updated),
             str(c.deleted),
             f"{r.seconds:.1f}",
-            r.error or r.note or "",
+            _short_error(r, held) or r.note or "",
         )
     return t
+
+
+def _short_error(r: PassResult, held: Sequence[CredentialHold]) -> str:
+    error = r.error or ""
+    for h in held:
+        if f"{h.label} rejected: " in error:
+            return f"{h.label} rejected (see below)"
+    return error.removeprefix(f"partition {r.partition.name}, ").removeprefix(
+        f"partition {r.partition.name}: "
+    )
 
 
 async def sync_once(
@@ -114,69 +137,123 @@ async def sync_once(
         else:
             logging.getLogger("syncer").setLevel(logging.INFO)
             results = await run_passes(app.pool, app.client, partitions, mode, settings)
-    console.print(summary(results, mode))
+        problem = app.client.credential_problem()
+        held = app.client.credential_holds()
+    console.print(summary(results, mode, held))
     failed = [r for r in results if r.outcome != "ok"]
     if failed:
         console.print(f"{len(failed)} of {len(results)} partitions did not complete", style="red")
+    if problem:  # once, however many partitions it failed
+        console.print(problem, style="red", markup=False, highlight=False, soft_wrap=True)
     return results
 
 
-def _age(ts: datetime | None) -> str:
-    if ts is None:
-        return "never"
-    seconds = (datetime.now(UTC) - ts).total_seconds()
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit} ago"
-    return f"{seconds:.0f}s ago"
-
-
-async def show_status(settings: Settings, console: Console) -> None:
+async def show_status(
+    settings: Settings,
+    console: Console,
+    *,
+    stale_after: float | None = None,
+    as_json: bool = False,
+    runs: int = 10,
+) -> int:
+    """Print every partition's freshness and last passes; return the exit status
+    (``freshness.EXIT_OK`` when every configured partition is fresh and ok)."""
+    if stale_after is None:
+        stale_after = 2 * settings.sync.full_interval
     async with pool_session(
         settings.database.dsn, size=2, connect_timeout=settings.database.connect_timeout
     ) as pool:
         await ensure_schema(pool)
-        parts = await partition_status(pool)
-        runs = await recent_runs(pool, 10)
-    t = Table(title="partitions", title_justify="left", header_style="bold")
-    for col in (
-        "partition",
-        "live images",
-        "last full sweep",
-        "last delta",
-        "watermark",
-        "last run",
-        "note / error",
-    ):
-        t.add_column(col)
-    for p in parts:
-        last: Any = (
-            p["last_outcome"]
-            and f"{p['last_mode']} {p['last_outcome']} {_age(p['last_started_at'])}"
+        records = await partition_records(pool)
+        recent = await recent_runs(pool, runs) if runs > 0 and not as_json else []
+    configured = [(p.region, p.image_type) for p in plan_partitions(settings)]
+    now = datetime.now(UTC)
+    health = judge(records, configured, stale_after=stale_after, now=now)
+    code = exit_status(health)
+    if as_json:
+        doc = {
+            "ok": code == EXIT_OK,
+            "exit_status": code,
+            "stale_after_seconds": stale_after,
+            "partitions": [_health_json(h) for h in health],
+        }
+        console.out(orjson.dumps(doc, default=str).decode(), highlight=False)
+        return code
+    console.print(_partitions_table(health, stale_after, now))
+    problems = [(h, p) for h in health for p in h.problems if h.configured]
+    for h, problem in problems:
+        style = "red" if problem.startswith("failing") else "yellow"
+        console.print(
+            f"{h.name}  {problem}", style=style, markup=False, highlight=False, soft_wrap=True
         )
+    if recent:
+        console.print(_runs_table(recent))
+    if code == EXIT_OK:
+        console.print(f"all {len(configured)} partitions fresh and ok", style="green")
+    else:
+        failing = sum(h.failing for h in health if h.configured)
+        stale = sum(h.stale for h in health if h.configured)
+        console.print(
+            f"{failing} failing, {stale} stale of {len(configured)} partitions", style="red"
+        )
+    return code
+
+
+def _pass_cell(run: RunRecord | None, running: RunRecord | None, now: datetime) -> str:
+    lines = []
+    if run is not None:
+        style = "green" if run.outcome == "ok" else "red"
+        took = f" in {run.seconds:.1f}s" if run.seconds is not None else ""
+        lines.append(f"[{style}]{run.outcome}[/] {age(run.finished_at or run.started_at, now)}")
+        lines.append(f"{run.images_seen} seen +{run.created} ~{run.updated} -{run.deleted}{took}")
+        lines.append(escape(run.worker))
+    if running is not None:
+        lines.append(f"[cyan]running[/] since {age(running.started_at, now)}")
+        lines.append(escape(running.worker))
+    return "\n".join(lines) or "never"
+
+
+def _partitions_table(
+    health: Sequence[PartitionHealth], stale_after: float, now: datetime
+) -> Table:
+    t = Table(
+        title=f"partitions (stale when the last complete full sweep is older than "
+        f"{format_duration(stale_after)})",
+        title_justify="left",
+        header_style="bold",
+    )
+    t.add_column("partition", no_wrap=True)
+    t.add_column("state", no_wrap=True)
+    t.add_column("live", justify="right")
+    t.add_column("full sweep")
+    t.add_column("last full pass")
+    t.add_column("last delta pass")
+    styles = {"ok": "green", "stale": "yellow", "failing": "bold red", "not configured": "dim"}
+    for h in health:
+        r = h.record
+        running = r.running if r else None
         t.add_row(
-            f"{p['region']}/{p['image_type']}",
-            str(p["live"]),
-            _age(p["last_full_sweep_at"]),
-            _age(p["last_delta_at"]),
-            str(p["watermark"] or ""),
-            last or "",
-            p["last_error"] or p["note"] or "",
+            h.name,
+            f"[{styles[h.state]}]{h.state}[/]",
+            str(r.live) if r else "0",
+            age(r.last_full_sweep_at if r else None, now),
+            _pass_cell(
+                r.last_full if r else None,
+                running if running and running.mode == "full" else None,
+                now,
+            ),
+            _pass_cell(
+                r.last_delta if r else None,
+                running if running and running.mode == "delta" else None,
+                now,
+            ),
         )
-    console.print(t)
+    return t
+
+
+def _runs_table(runs: Sequence[dict[str, Any]]) -> Table:
     r = Table(title="last runs", title_justify="left", header_style="bold")
-    for col in (
-        "id",
-        "partition",
-        "mode",
-        "outcome",
-        "started",
-        "pages",
-        "images",
-        "c/u/d",
-        "worker",
-        "error",
-    ):
+    for col in ("id", "partition", "mode", "outcome", "started", "images", "c/u/d", "replica"):
         r.add_column(col)
     for run in runs:
         r.add_row(
@@ -184,11 +261,38 @@ async def show_status(settings: Settings, console: Console) -> None:
             f"{run['region']}/{run['image_type']}",
             run["mode"],
             run["outcome"],
-            _age(run["started_at"]),
-            str(run["pages"]),
+            age(run["started_at"]),
             str(run["images_seen"]),
             f"{run['created']}/{run['updated']}/{run['deleted']}",
-            run["worker"],
-            run["error"] or "",
+            escape(run["worker"]),
         )
-    console.print(r)
+    return r
+
+
+def _run_json(run: RunRecord | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    doc = dataclasses.asdict(run)
+    doc["seconds"] = run.seconds
+    return doc
+
+
+def _health_json(h: PartitionHealth) -> dict[str, Any]:
+    r = h.record
+    return {
+        "region": h.region,
+        "image_type": h.image_type,
+        "state": h.state,
+        "configured": h.configured,
+        "stale": h.stale,
+        "failing": h.failing,
+        "problems": list(h.problems),
+        "live_images": r.live if r else 0,
+        "last_full_sweep_at": r.last_full_sweep_at if r else None,
+        "last_delta_at": r.last_delta_at if r else None,
+        "watermark": r.watermark if r else None,
+        "note": r.note if r else None,
+        "last_full": _run_json(r.last_full if r else None),
+        "last_delta": _run_json(r.last_delta if r else None),
+        "running": _run_json(r.running if r else None),
+    }

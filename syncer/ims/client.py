@@ -10,6 +10,9 @@ What it does for every listing request (see docs/client.md):
   one WARNING per retry;
 * never retries 401/403 (the gateway locks an AK/SK after five failed authentications in a
   row) nor any other 4xx; 400 ``IMG.0066`` (unknown marker) is raised at once for the pager;
+* lets a credential not yet proven good send ONE request at a time, and holds a rejected one
+  back (no request sent) for a growing delay (``authgate.CredentialGate``);
+* counts requests, retries, throttling and latency in ``syncer.metrics``;
 * maps every failure to ``ApiError`` / ``AuthError`` / ``MalformedResponse`` carrying status,
   code, message, request id, region and partition, and never a secret.
 """
@@ -17,6 +20,7 @@ What it does for every listing request (see docs/client.md):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -33,9 +37,11 @@ import orjson
 from multidict import CIMultiDictProxy
 from yarl import URL
 
+from syncer import metrics
 from syncer.config import ApiSettings, Credentials
 from syncer.errors import ApiError, AuthError, MalformedResponse
 from syncer.ims import signer
+from syncer.ims.authgate import Admission, CredentialGate, CredentialHold
 from syncer.ims.backoff import Backoff, parse_retry_after
 from syncer.ims.concurrency import ConcurrencyGate, Ticket
 from syncer.ims.wire import WireImage, decode_answer, decode_leniently
@@ -120,6 +126,7 @@ class ImsClient:
         self._issued_tokens: dict[str, tuple[str, float]] = {}  # region → (IAM token, obtained)
         self._every_token: set[str] = set()  # for redaction, even after renewal
         self._token_locks: dict[str, asyncio.Lock] = {}
+        self._credential_gate = CredentialGate(api.auth_holdback, api.auth_holdback_max)
 
     # ---- lifetime ----------------------------------------------------------------------
 
@@ -150,6 +157,41 @@ class ImsClient:
         """The current adaptive limit of ``region``'s endpoint (for metrics and tests)."""
         return self._gate.limit_for(self.api.url_for(region)).limit
 
+    # ---- credentials the gateway rejected ----------------------------------------------
+
+    def credential_holds(self) -> list[CredentialHold]:
+        """Every credential rejected (401/403) and not accepted since, with its hold-back."""
+        return self._credential_gate.holds()
+
+    def credential_hold(self, region: str) -> CredentialHold | None:
+        """The rejection that holds ``region``'s requests back, if any (for schedulers)."""
+        if self.api.auth == "aksk":
+            return self._credential_gate.hold_for("aksk")
+        if self.api.auth == "token":
+            return self._credential_gate.hold_for(
+                f"token/{region}"
+            ) or self._credential_gate.hold_for("iam")
+        return None
+
+    def credential_problem(self) -> str | None:
+        """One line naming every rejected credential, why, and until when it is held back
+        (None when every credential is fine or untried). Never contains a secret."""
+        holds = self.credential_holds()
+        return "; ".join(h.describe() for h in holds) if holds else None
+
+    def _credential_of(self, region: str) -> tuple[str | None, str]:
+        if self.api.auth == "aksk":
+            return "aksk", "AK/SK"
+        if self.api.auth == "token":
+            return f"token/{region}", f"token for {region}"
+        return None, ""
+
+    def _admit(
+        self, credential: tuple[str | None, str], region: str, partition: str | None
+    ) -> contextlib.AbstractAsyncContextManager[Admission]:
+        key, label = credential
+        return self._credential_gate.admit(key, label, region=region, partition=partition)
+
     # ---- the one call ------------------------------------------------------------------
 
     async def list_images(
@@ -167,36 +209,46 @@ class ImsClient:
 
     async def _send_listing(self, region: str, url: str, *, partition: str) -> _Reply:
         endpoint = self.api.url_for(region)
+        credential = self._credential_of(region)
         renewed = False
         attempt = 0
         while True:
             attempt += 1
-            token = await self._token(region, partition) if self.api.auth == "token" else None
             reply: _Reply | None = None
-            try:
-                reply = await self._once(
-                    "GET",
-                    url,
-                    functools.partial(self._listing_headers, region, url, token),
-                    b"",
-                    endpoint,
-                )
-            except ApiError as e:
-                error = self._tag(e, region, partition)
-            else:
-                if reply.status == 200:
-                    return reply
-                error = self._error_from(reply, region=region, partition=partition)
-            if isinstance(error, AuthError):
-                if not renewed and token is not None and self._may_renew(region, token, error):
-                    renewed = True
-                    attempt -= 1  # a renewal is not a retry of a transient failure
-                    log.warning(
-                        "IMS token rejected; renewing it once",
-                        extra=_facts(error, partition=partition, region=region, attempt=attempt),
+            async with self._admit(credential, region, partition) as admission:
+                # the token is read once admitted: a renewal while we waited is used at once
+                token = await self._token(region, partition) if self.api.auth == "token" else None
+                try:
+                    reply = await self._once(
+                        "GET",
+                        url,
+                        functools.partial(self._listing_headers, region, url, token),
+                        b"",
+                        endpoint,
+                        region=region,
                     )
-                    continue
-                raise error
+                except ApiError as e:
+                    error = self._tag(e, region, partition)
+                else:
+                    if reply.status == 200:
+                        admission.accepted()
+                        return reply
+                    error = self._error_from(reply, region=region, partition=partition)
+                if isinstance(error, AuthError) and error.status in (401, 403):
+                    if not renewed and token is not None and self._may_renew(region, token, error):
+                        admission.doubted()
+                        renewed = True
+                        attempt -= 1  # a renewal is not a retry of a transient failure
+                        log.warning(
+                            "IMS token rejected; renewing it once",
+                            extra=_facts(
+                                error, partition=partition, region=region, attempt=attempt
+                            ),
+                        )
+                        continue
+                    raise admission.rejected(error)
+                if error.code is not None and error.code.startswith("IMG."):
+                    admission.accepted()  # IMS itself answered: the gateway let us through
             await self._before_retry(error, attempt, reply, region, partition)
 
     # ---- one attempt -------------------------------------------------------------------
@@ -208,11 +260,16 @@ class ImsClient:
         headers: Callable[[], dict[str, str]],
         body: bytes,
         endpoint: str | None,
+        *,
+        region: str,
+        iam: bool = False,
     ) -> _Reply:
         """One HTTP exchange inside a concurrency slot. Connection failures → ApiError
         (status None); any HTTP answer → _Reply (throttling reported to the slot)."""
         session = self._require_session()
         async with self._gate.slot(endpoint) as ticket:
+            began = time.monotonic()
+            status: int | str = "error"
             try:
                 async with session.request(
                     method,
@@ -224,7 +281,9 @@ class ImsClient:
                 ) as response:
                     raw = await response.read()
                     reply = _Reply(response.status, response.reason or "", response.headers, raw)
+                    status = reply.status
             except TimeoutError:
+                status = "timeout"
                 raise ApiError(
                     f"no complete answer within {self.api.request_timeout:g}s (timeout)"
                 ) from None
@@ -236,7 +295,14 @@ class ImsClient:
                 ) from None
             except aiohttp.ClientError as e:
                 raise ApiError(f"connection failed: {_describe(e)}") from None
-            _report(ticket, reply)
+            finally:
+                if iam:
+                    metrics.observe_iam_request(region, status)
+                else:
+                    seconds = time.monotonic() - began if isinstance(status, int) else None
+                    metrics.observe_request(region, status, seconds)
+            if _report(ticket, reply):
+                metrics.observe_throttled(region)
             return reply
 
     def _listing_headers(self, region: str, url: str, token: str | None) -> dict[str, str]:
@@ -282,6 +348,7 @@ class ImsClient:
         if retry_after is not None:
             extra["retry_after"] = retry_after
         log.warning("IMS request failed; retrying", extra=extra)
+        metrics.observe_retry(region, _retry_reason(error))
         await self._sleep(delay)
 
     # ---- token auth --------------------------------------------------------------------
@@ -354,26 +421,32 @@ class ImsClient:
         while True:
             attempt += 1
             reply: _Reply | None = None
-            try:
-                reply = await self._once("POST", url, lambda: dict(headers), body, None)
-            except ApiError as e:
-                error = self._tag(e, region, partition, prefix="IAM token request: ")
-            else:
-                if reply.status == 201:
-                    token = reply.headers.get("X-Subject-Token", "").strip()
-                    if not token:
-                        raise MalformedResponse(
-                            "IAM answered 201 without an X-Subject-Token header",
-                            status=201,
-                            request_id=self._request_id(reply, None),
-                            region=region,
-                            partition=partition,
-                        )
-                    log.info("IAM token obtained", extra={"region": region})
-                    return token
-                error = self._error_from(
-                    reply, region=region, partition=partition, prefix="IAM token request: "
-                )
+            async with self._admit(("iam", "IAM password login"), region, partition) as admission:
+                try:
+                    reply = await self._once(
+                        "POST", url, lambda: dict(headers), body, None, region=region, iam=True
+                    )
+                except ApiError as e:
+                    error = self._tag(e, region, partition, prefix="IAM token request: ")
+                else:
+                    if reply.status == 201:
+                        token = reply.headers.get("X-Subject-Token", "").strip()
+                        if not token:
+                            raise MalformedResponse(
+                                "IAM answered 201 without an X-Subject-Token header",
+                                status=201,
+                                request_id=self._request_id(reply, None),
+                                region=region,
+                                partition=partition,
+                            )
+                        admission.accepted()
+                        log.info("IAM token obtained", extra={"region": region})
+                        return token
+                    error = self._error_from(
+                        reply, region=region, partition=partition, prefix="IAM token request: "
+                    )
+                if isinstance(error, AuthError) and error.status in (401, 403):
+                    raise admission.rejected(error)
             await self._before_retry(error, attempt, reply, region, partition)
 
     # ---- answers → pages and errors ----------------------------------------------------
@@ -500,15 +573,27 @@ def server_time(value: str | None) -> datetime | None:
     return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
 
 
-def _report(ticket: Ticket, reply: _Reply) -> None:
+def _report(ticket: Ticket, reply: _Reply) -> bool:
+    """Tell the concurrency slot how the answer went; True when it was throttling."""
     if reply.status == 429:
         ticket.throttled()
-    elif reply.status < 300:
+        return True
+    if reply.status < 300:
         ticket.succeeded()
     elif reply.status < 500:
         code, _, _ = _error_facts(reply.body)
         if code in THROTTLE_CODES:
             ticket.throttled()
+            return True
+    return False
+
+
+def _retry_reason(error: ApiError) -> str:
+    if error.status is None:
+        return "connection"
+    if error.status == 429 or error.code in THROTTLE_CODES:
+        return "throttled"
+    return "server_error"
 
 
 def _retryable(error: ApiError) -> bool:

@@ -2,11 +2,18 @@
 
 Runs as the database's owner. It needs neither superuser nor CREATEROLE: where it may not
 create the ``ims_reader`` role it says so and hands back the SQL an administrator runs.
+
+Replicas may migrate at once (two ``ExecStartPre=syncer migrate``): each holds a session
+advisory lock for its whole migration (alembic runs in a thread on a connection of its own, the
+lock stays on ours), so they take turns and the second finds the schema up to date.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -20,9 +27,15 @@ from syncer.store.pool import connect, describe
 if TYPE_CHECKING:
     from alembic.config import Config
 
+log = logging.getLogger(__name__)
+
 #: The revision this code reads and writes. Checked at start-up without importing alembic
 #: (half a second of every `syncer sync --once`); a test keeps it equal to alembic's head.
 SCHEMA_REVISION = "0002"
+
+# pg_advisory_lock(int, int) key of migrations (partition passes use 7_140_202).
+MIGRATION_LOCK = (7_140_203, 0)
+MIGRATION_LOCK_TIMEOUT = 600.0  # seconds a migration waits for another one to finish
 
 READER_ROLE = "ims_reader"
 # The SQL surface of CONTRACT §3; the reader role gets SELECT on these and nothing else.
@@ -85,8 +98,11 @@ async def ensure_reader_role(dsn: str, role: str = READER_ROLE) -> tuple[str, st
             if not can:
                 sql = ";\n".join([f"CREATE ROLE {role} NOLOGIN", *grant_sql(role)]) + ";"
                 return "missing", sql
-            await conn.execute(f"CREATE ROLE {role} NOLOGIN")
-            status = "created"
+            try:
+                await conn.execute(f"CREATE ROLE {role} NOLOGIN")
+                status = "created"
+            except asyncpg.DuplicateObjectError:
+                pass  # another database's migration of this cluster created it meanwhile
         async with conn.transaction():
             for stmt in grant_sql(role):
                 await conn.execute(stmt)
@@ -114,20 +130,71 @@ def _run_alembic(dsn: str, action: str, revision: str) -> None:
         ) from e
 
 
+@contextlib.asynccontextmanager
+async def migration_lock(
+    dsn: str, wait_at_most: float = MIGRATION_LOCK_TIMEOUT
+) -> AsyncIterator[asyncpg.Connection]:
+    """Hold the database's migration lock (waiting at most ``wait_at_most`` seconds for another
+    migration to finish); yields the connection that holds it. Closing it releases the lock,
+    also when the process dies."""
+    conn = await connect(dsn)
+    try:
+        await _take_migration_lock(conn, dsn, wait_at_most)
+        yield conn
+    finally:
+        await conn.close()
+
+
+async def _take_migration_lock(conn: asyncpg.Connection, dsn: str, wait_at_most: float) -> None:
+    try:
+        if await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)", *MIGRATION_LOCK):
+            return
+        log.warning(
+            "another syncer migration is running on this database; waiting for it",
+            extra={"wait_at_most": wait_at_most},
+        )
+        # lock_timeout bounds the wait for an advisory lock too
+        await conn.execute(
+            "SELECT set_config('lock_timeout', $1, false)", f"{int(wait_at_most * 1000)}"
+        )
+        await conn.execute("SELECT pg_advisory_lock($1, $2)", *MIGRATION_LOCK)
+        await conn.execute("RESET lock_timeout")
+    except asyncpg.LockNotAvailableError:
+        raise MigrationError(
+            f"another migration of this database held its lock for more than "
+            f"{wait_at_most:g}s; try again when it has finished"
+        ) from None
+    except asyncpg.PostgresError as e:
+        raise MigrationError(f"taking the migration lock: {describe(e, dsn)}") from e
+
+
 async def migrate(
-    dsn: str, *, revision: str = "head", reader_role: str = READER_ROLE
+    dsn: str,
+    *,
+    revision: str = "head",
+    reader_role: str = READER_ROLE,
+    lock_timeout: float = MIGRATION_LOCK_TIMEOUT,
 ) -> MigrateResult:
-    """Bring the schema to ``revision`` (default: newest); safe to run again."""
-    before = await current_revision(dsn)
-    await asyncio.to_thread(_run_alembic, dsn, "upgrade", revision)
-    after = await current_revision(dsn)
-    status, admin_sql = await ensure_reader_role(dsn, reader_role)
+    """Bring the schema to ``revision`` (default: newest); safe to run again, and at once from
+    several processes (they take turns)."""
+    async with migration_lock(dsn, lock_timeout) as conn:
+        before = await schema_revision(conn)
+        await asyncio.to_thread(_run_alembic, dsn, "upgrade", revision)
+        after = await schema_revision(conn)
+        status, admin_sql = await ensure_reader_role(dsn, reader_role)
     return MigrateResult(before, after, status, admin_sql)
 
 
 async def downgrade(dsn: str, revision: str) -> str | None:
-    await asyncio.to_thread(_run_alembic, dsn, "downgrade", revision)
-    return await current_revision(dsn)
+    async with migration_lock(dsn) as conn:
+        await asyncio.to_thread(_run_alembic, dsn, "downgrade", revision)
+        return await schema_revision(conn)
+
+
+def revision_order(revision: str) -> int | None:
+    """Revisions are numbered ("0001", "0002", …; a test keeps it so): their order, or None
+    for a revision this numbering does not know."""
+    return int(revision) if revision.isdigit() else None
 
 
 def head_revision() -> str | None:

@@ -56,9 +56,11 @@ class PassCounts:
     events: int = 0
     written: int = 0
     unfit: int = 0  # images with a value that did not fit its typed column
+    by_kind: dict[str, int] = field(default_factory=dict)  # events per kind (for metrics)
 
     def add_kinds(self, kinds: Sequence[str]) -> None:
         for kind in kinds:
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
             if kind in ("created", "restored"):
                 self.created += 1
             elif kind in ("updated", "status_changed"):

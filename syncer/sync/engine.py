@@ -29,6 +29,7 @@ from typing import Any, Literal, Protocol
 
 import asyncpg
 
+from syncer import metrics
 from syncer.config import Settings
 from syncer.errors import SyncerError
 from syncer.ims.client import ImsClient
@@ -185,6 +186,7 @@ async def run_pass(
             "error": result.error,
         },
     )
+    metrics.observe_pass(result)
     progress.finished(result)
     return result
 

@@ -623,8 +623,11 @@ def barrier_429(ims: ScriptedIms, burst: int) -> Any:
 
 
 async def test_adaptive_limit_halves_once_per_burst_of_429(ims: ScriptedIms) -> None:
-    ims.handler = barrier_429(ims, 8)
     async with client(ims, region_concurrency=8, max_concurrency=16, increase_after=1000) as c:
+        # A credential not yet proven good sends one request at a time: prove it first.
+        ims.handler = queue(Answer(200, PAGE))
+        await list_once(c)
+        ims.handler = barrier_429(ims, 8)
         assert c.concurrency_limit(REGION) == 8
         await asyncio.gather(*(list_once(c) for _ in range(8)))
         assert c.concurrency_limit(REGION) == 4  # one halving for the burst, not eight

@@ -51,6 +51,7 @@ def test_example_config_loads() -> None:
     assert s.api.page_size == 500 and s.api.auth == "aksk"
     assert s.sync.full_interval == 3600 and s.sync.delta_interval == 120
     assert s.feed.retention == 30 * 86400 and (s.feed.host, s.feed.port) == ("127.0.0.1", 8080)
+    assert (s.api.auth_holdback, s.api.auth_holdback_max) == (60, 1800)
     assert s.warnings == ()
 
 

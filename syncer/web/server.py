@@ -1,0 +1,129 @@
+"""The HTTP server of ``syncer run``: ``/healthz``, ``/readyz``, ``/metrics``; room for more.
+
+``build_app(readiness)`` makes the ``aiohttp.web.Application``; other layers add their routes
+to it before it is served (the change feed installs ``/v1/…``, a status page may take ``/``).
+``serve(app, host, port)`` is an async context manager that listens while its block runs and,
+on the way out, closes every socket within ``shutdown_timeout`` — handlers still running then
+(long polls, event streams) are cancelled, so a stop never waits on a client.
+
+Routes:
+
+* ``GET /healthz`` — 200 ``{"status": "ok"}`` while the process runs: nothing is checked.
+* ``GET /readyz`` — 200 ``{"status": "ready"}`` when ``readiness()`` returns None, else 503
+  ``{"status": "unavailable", "reason": "<one line>"}``. The check is bounded
+  (``READINESS_TIMEOUT``): a readiness that hangs (a database that does not answer) is a 503
+  saying so, within a second.
+* ``GET /metrics`` — prometheus-client's default registry in the Prometheus text format
+  (OpenMetrics when the scraper's ``Accept`` asks for it), with the matching content type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+
+from aiohttp import web
+from prometheus_client import REGISTRY
+from prometheus_client.exposition import choose_encoder
+
+from syncer.errors import SyncerError
+
+log = logging.getLogger(__name__)
+
+Readiness = Callable[[], Awaitable[str | None]]
+"""Returns None when the process is ready to serve, else a one-line reason."""
+
+READINESS_TIMEOUT = 0.8  # seconds: /readyz answers within a second whatever the check does
+SHUTDOWN_TIMEOUT = 5.0  # seconds handlers get to finish when the server stops
+
+READINESS_KEY: web.AppKey[Readiness] = web.AppKey("readiness")
+READINESS_TIMEOUT_KEY = web.AppKey("readiness_timeout", float)
+
+_MAX_REASON = 500
+
+
+class ListenError(SyncerError):
+    """The server cannot listen on its address (in use, not local, no permission)."""
+
+
+@dataclass(frozen=True)
+class Listening:
+    """Where a served app listens (``port`` is the bound one, also when 0 was asked)."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+
+def build_app(
+    readiness: Readiness, *, readiness_timeout: float = READINESS_TIMEOUT
+) -> web.Application:
+    """The application with the operational routes; add more routes before serving it."""
+    app = web.Application()
+    app[READINESS_KEY] = readiness
+    app[READINESS_TIMEOUT_KEY] = readiness_timeout
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_get("/metrics", _metrics)
+    return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    timeout = request.app[READINESS_TIMEOUT_KEY]
+    try:
+        reason = await asyncio.wait_for(request.app[READINESS_KEY](), timeout)
+    except TimeoutError:
+        reason = f"readiness check did not answer within {timeout:g}s"
+    except Exception as e:  # a broken check is a reason to be unready, never a 500
+        reason = f"readiness check failed: {type(e).__name__}: {e}"
+    if reason is None:
+        return web.json_response({"status": "ready"})
+    line = " ".join(str(reason).split())[:_MAX_REASON]
+    return web.json_response({"status": "unavailable", "reason": line}, status=503)
+
+
+async def _metrics(request: web.Request) -> web.Response:
+    encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+    return web.Response(body=encode(REGISTRY), headers={"Content-Type": content_type})
+
+
+@contextlib.asynccontextmanager
+async def serve(
+    app: web.Application, host: str, port: int, *, shutdown_timeout: float = SHUTDOWN_TIMEOUT
+) -> AsyncIterator[Listening]:
+    """Listen on ``host:port`` while the block runs; on exit close the listening socket and
+    every connection, giving running handlers at most ``shutdown_timeout`` seconds."""
+    runner = web.AppRunner(
+        app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
+    )
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as e:
+            reason = e.strerror or type(e).__name__
+            raise ListenError(f"cannot listen on {host}:{port}: {reason}") from None
+        server = site._server
+        assert isinstance(server, asyncio.base_events.Server) and server.sockets
+        bound = Listening(host, server.sockets[0].getsockname()[1])
+        log.info("HTTP server listening", extra={"url": bound.url})
+        yield bound
+    finally:
+        # cleanup() stops the site, runs on_shutdown, waits for handlers up to
+        # shutdown_timeout, cancels the rest, runs on_cleanup; bounded here once more.
+        try:
+            await asyncio.wait_for(runner.cleanup(), shutdown_timeout + 2.0)
+        except TimeoutError:
+            log.warning("HTTP server did not stop in time", extra={"timeout": shutdown_timeout})
