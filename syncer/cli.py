@@ -248,10 +248,13 @@ def simulate(
 
 
 @main.command()
+@click.pass_obj
 @funnel
-def run() -> None:
-    """The daemon: scheduler, change-feed HTTP server, health and metrics (not built yet)."""
-    fail("`syncer run` (the daemon) is not built yet; use `syncer sync --once` from a scheduler", 2)
+def run(obj: Ctx) -> None:
+    """The daemon: scheduler, change-feed HTTP server, health and metrics (stops on SIGTERM)."""
+    from syncer.daemon import run_daemon
+
+    run_async(run_daemon(obj.settings))
 
 
 @main.command()

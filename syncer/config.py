@@ -85,6 +85,11 @@ class SyncSettings:
     delta_overlap: float = 300.0
     min_sweep_ratio: float = 0.5  # a complete sweep seeing fewer live images tombstones nothing
     partition_concurrency: int = 4
+    # A pass's hold on its partition, renewed while it runs: a replica that dies or loses the
+    # database loses its partitions after this long (and its open runs are closed).
+    lease_ttl: float = 30.0
+    # How long a stopping daemon gives its running passes to finish or roll back.
+    stop_timeout: float = 25.0
 
 
 @dataclass(frozen=True)
@@ -222,6 +227,8 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "delta_overlap": str,
         "min_sweep_ratio": (int, float),
         "partition_concurrency": int,
+        "lease_ttl": (int, float, str),
+        "stop_timeout": (int, float, str),
     },
     "feed": {"listen": str, "token": str, "retention": str},
 }
@@ -418,7 +425,11 @@ def settings_from_mapping(
         delta_overlap=r.duration("sync", "delta_overlap", 300.0),
         min_sweep_ratio=ratio,
         partition_concurrency=r.int_in("sync", "partition_concurrency", 4, 1, 256),
+        lease_ttl=r.duration("sync", "lease_ttl", 30.0, minimum=1.0),
+        stop_timeout=r.duration("sync", "stop_timeout", 25.0, minimum=1.0),
     )
+    if sync.stop_timeout > 300:
+        raise r.fail("sync.stop_timeout", f"must be at most 5m, got {sync.stop_timeout:g}s")
 
     listen = env.get("SYNCER_FEED_LISTEN") or r.get("feed", "listen", "127.0.0.1:8080")
     host, sep, port = listen.rpartition(":")

@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 #: The revision this code reads and writes. Checked at start-up without importing alembic
 #: (half a second of every `syncer sync --once`); a test keeps it equal to alembic's head.
-SCHEMA_REVISION = "0002"
+SCHEMA_REVISION = "0003"
 
 # pg_advisory_lock(int, int) key of migrations (partition passes use 7_140_202).
 MIGRATION_LOCK = (7_140_203, 0)

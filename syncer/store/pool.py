@@ -112,13 +112,15 @@ async def open_pool(
     connect_timeout: float = 10.0,
     server_settings: Mapping[str, str] | None = None,
     command_timeout: float | None = None,
+    lazy: bool = False,
 ) -> asyncpg.Pool:
     """A pool whose sessions carry ``server_settings`` (default: just the application name)
-    and whose every query gives up client-side after ``command_timeout`` seconds."""
+    and whose every query gives up client-side after ``command_timeout`` seconds. A ``lazy``
+    pool connects on first use (so it can be opened while the database is down)."""
     try:
         pool = await asyncpg.create_pool(
             dsn,
-            min_size=1,
+            min_size=0 if lazy else 1,
             max_size=size,
             timeout=connect_timeout,
             command_timeout=command_timeout,
@@ -139,6 +141,7 @@ async def pool_session(
     connect_timeout: float = 10.0,
     server_settings: Mapping[str, str] | None = None,
     command_timeout: float | None = None,
+    lazy: bool = False,
 ) -> AsyncIterator[asyncpg.Pool]:
     pool = await open_pool(
         dsn,
@@ -146,6 +149,7 @@ async def pool_session(
         connect_timeout=connect_timeout,
         server_settings=server_settings,
         command_timeout=command_timeout,
+        lazy=lazy,
     )
     try:
         yield pool
@@ -163,7 +167,7 @@ async def connect(dsn: str, *, connect_timeout: float = 10.0) -> asyncpg.Connect
 
 
 def sync_pool(
-    db: DatabaseSettings, *, size: int
+    db: DatabaseSettings, *, size: int, lazy: bool = False, name: str = "syncer"
 ) -> contextlib.AbstractAsyncContextManager[asyncpg.Pool]:
     """The pool of the sessions that run sync passes: ``session_settings`` on each, and every
     query bounded client-side too, past the server's own bound (a dead server or network
@@ -172,6 +176,7 @@ def sync_pool(
         db.dsn,
         size=size,
         connect_timeout=db.connect_timeout,
-        server_settings=session_settings(db),
+        server_settings=session_settings(db) | {"application_name": name},
         command_timeout=db.statement_timeout + 30.0,
+        lazy=lazy,
     )
