@@ -45,11 +45,14 @@ def config(dsn: str, endpoint: str, port: int) -> Path:
 async def first_sweeps_done(dsn: str) -> None:
     conn = await asyncpg.connect(dsn)
     try:
-        while await conn.fetchval(
-            "SELECT count(*) FROM ims.sync_runs WHERE mode = 'full' AND outcome = 'ok'"
-        ) < PARTITIONS or await conn.fetchval(
-            "SELECT count(*) FROM ims.sync_runs WHERE outcome = 'running'"
-        ):
+        while True:
+            done = await conn.fetchval(
+                "SELECT count(*) FILTER (WHERE mode = 'full' AND outcome = 'ok') >= $1"
+                " AND count(*) FILTER (WHERE outcome = 'running') = 0 FROM ims.sync_runs",
+                PARTITIONS,
+            )
+            if done:
+                return
             await asyncio.sleep(0.5)
     finally:
         await conn.close()
