@@ -21,7 +21,7 @@ from aiohttp_sse import EventSourceResponse
 
 from syncer.errors import DatabaseError
 from syncer.feed.cursor import Position
-from syncer.feed.hub import CursorGone, Hub, position_of
+from syncer.feed.hub import NO_FILTER, CursorGone, Hub, position_of
 from syncer.feed.metrics import (
     EVENTS_DELIVERED,
     POLLS_WAITING,
@@ -40,7 +40,7 @@ from syncer.feed.params import (
     parse_since,
 )
 from syncer.feed.render import Rendered, events_body, image_json
-from syncer.store.events import ConsumerRow
+from syncer.store.events import ConsumerRow, EventFilter
 
 if TYPE_CHECKING:
     from syncer.feed.service import Feed
@@ -146,14 +146,30 @@ class Routes:
 
     # ------------------------------------------------------------------ helpers
 
-    async def position(self, since: Since) -> Position:
-        """Where a read starts: a cursor as given, the oldest retained event, or the head."""
-        if since == "oldest":
-            return await self.hub.oldest()
-        if since == "now":
-            await self.hub.fresh()
-            return self.hub.head
-        return since
+    async def first_read(
+        self, since: Since, limit: int, flt: EventFilter = NO_FILTER
+    ) -> tuple[Position, list[Rendered], Position]:
+        """Where a reader starts (a cursor as given, the oldest retained event, or the head),
+        checked by reading the first page after it, after one fresh hub cycle (so the head is
+        now's, and a wait=0 read sees every event committed before the request).
+        Returns (start, events, position after them)."""
+        hub = self.hub
+        for attempt in range(3):
+            start = await hub.oldest() if since == "oldest" else None
+            await hub.fresh()
+            if since == "now":
+                start = hub.head
+            elif start is None:
+                assert not isinstance(since, str)
+                start = since
+            try:
+                events, after = await hub.read(start, limit, flt)
+                return start, events, after
+            except CursorGone as e:
+                # "0" is the oldest RETAINED event: retention may have moved meanwhile
+                if since != "oldest" or e.pruned_through is None or attempt == 2:
+                    raise
+        raise AssertionError("unreachable")
 
     def admit(self) -> None:
         if self.feed.streams >= self.feed.settings.feed.max_streams:
@@ -177,9 +193,7 @@ class Routes:
     async def events(self, request: web.Request) -> web.StreamResponse:
         q = events_query(request.query)
         hub = self.hub
-        pos = await self.position(q.since or "oldest")
-        await hub.fresh()
-        events, pos = await hub.read(pos, q.limit, q.filter)
+        _, events, pos = await self.first_read(q.since or "oldest", q.limit, q.filter)
         for _ in range(SCANS_PER_REQUEST - 1):  # filtered: look further while nothing matched
             if events or pos.seq >= hub.head.seq:
                 break
@@ -207,10 +221,8 @@ class Routes:
         since = parse_since(last, "Last-Event-ID") if last else (q.since or "now")
         self.admit()
         hub, tuning = self.hub, self.feed.tuning
-        pos = await self.position(since)
-        await hub.fresh()
         # The first read checks the cursor: a 410 (or 503) is answered before the stream starts.
-        events, pos = await hub.read(pos, tuning.stream_batch, q.filter)
+        _, events, pos = await self.first_read(since, tuning.stream_batch, q.filter)
         resp = EventSourceResponse(sep="\n")
         resp.ping_interval = tuning.heartbeat
         loop = asyncio.get_running_loop()
@@ -291,8 +303,8 @@ class Routes:
 
     async def put_consumer(self, request: web.Request) -> web.StreamResponse:
         name = consumer_name(request.match_info["name"])
-        pos = await self.position(consumer_body(await request.read()))
-        await self.hub.read(pos, 1)  # 410 for a cursor this database cannot continue from
+        # 410 for a cursor this database cannot continue from
+        pos, _, _ = await self.first_read(consumer_body(await request.read()), 1)
         await self.feed.store.put_consumer(name, pos.encode(), pos.seq)
         return await self.get_consumer(request)
 

@@ -50,7 +50,7 @@ class Tuning:
     write_timeout: float = 30.0  # a stream whose client takes no bytes for this long is cut
     liveness_check: float = 5.0  # how often an idle stream checks that its client is still there
     bookmark_interval: float = 5.0  # filtered streams: an id-only frame after skipped events
-    retention_interval: float = 60.0  # seconds between retention runs (first run at start)
+    retention_interval: float = 60.0  # seconds between retention runs (the first after one)
     retention_batch: int = 2000  # events deleted per statement
     lag_interval: float = 15.0  # seconds between consumer-lag metric refreshes
     close_grace: float = 0.5  # on shutdown, how long streams get to end before they are cut

@@ -138,11 +138,15 @@ class Feed:
             self._tasks = [
                 asyncio.create_task(hub.run(), name="feed-hub"),
                 asyncio.create_task(
-                    self._every(self.tuning.retention_interval, self.prune, background),
+                    self._every(
+                        self.tuning.retention_interval, self.prune, background, at_start=False
+                    ),
                     name="feed-retention",
                 ),
                 asyncio.create_task(
-                    self._every(self.tuning.lag_interval, self.refresh_lag, background),
+                    self._every(
+                        self.tuning.lag_interval, self.refresh_lag, background, at_start=True
+                    ),
                     name="feed-lag",
                 ),
             ]
@@ -182,8 +186,15 @@ class Feed:
             await asyncio.wait(stuck, timeout=self.tuning.close_grace)
 
     async def _every(
-        self, interval: float, job: Callable[[], Awaitable[object]], lock: asyncio.Lock
+        self,
+        interval: float,
+        job: Callable[[], Awaitable[object]],
+        lock: asyncio.Lock,
+        *,
+        at_start: bool,
     ) -> None:
+        if not at_start:
+            await asyncio.sleep(interval)
         while True:
             try:
                 async with lock:
