@@ -288,6 +288,7 @@ class Routes:
             regions=q.regions,
             image_types=q.image_types,
             statuses=q.statuses,
+            image_ids=q.image_ids,
             limit=q.limit,
         )
         last = rows[-1] if len(rows) == q.limit else None

@@ -31,7 +31,7 @@ _WAIT = re.compile(r"[0-9]{1,2}(?:\.[0-9]{1,3})?")
 
 EVENTS_PARAMS = frozenset({"since", "limit", "wait", "region", "image_type", "kind", "image_id"})
 STREAM_PARAMS = frozenset({"since", "region", "image_type", "kind", "image_id"})
-IMAGES_PARAMS = frozenset({"region", "image_type", "status", "limit", "after"})
+IMAGES_PARAMS = frozenset({"region", "image_type", "status", "image_id", "limit", "after"})
 
 
 class BadRequest(ValueError):
@@ -60,6 +60,7 @@ class ImagesQuery:
     regions: tuple[str, ...] | None
     image_types: tuple[str, ...] | None
     statuses: tuple[str, ...] | None
+    image_ids: tuple[str, ...] | None
     limit: int
     after: tuple[str, str] | None
 
@@ -172,6 +173,7 @@ def images_query(query: MultiMapping[str]) -> ImagesQuery:
         regions=_list(values, "region", _REGION),
         image_types=_list(values, "image_type", IMAGE_TYPES),
         statuses=_list(values, "status", _STATUS),
+        image_ids=_list(values, "image_id", _IMAGE_ID),
         limit=parse_limit(values),
         after=None if after is None else _decode_after(after),
     )

@@ -156,11 +156,13 @@ class FeedStore:
         cls, dsn: str, *, size: int = 4, connect_timeout: float = 10.0
     ) -> AsyncIterator[FeedStore]:
         # Idle connections close after a minute: a quiet feed holds one, plus its listener.
+        # Every feed query is a short index range: JIT compilation (hundreds of ms, triggered
+        # by plan cost alone) never pays off for them.
         pool = await open_pool(
             dsn,
             size=size,
             connect_timeout=connect_timeout,
-            server_settings={"application_name": APPLICATION_NAME},
+            server_settings={"application_name": APPLICATION_NAME, "jit": "off"},
             max_idle=60.0,
         )
         try:
@@ -280,12 +282,13 @@ class FeedStore:
         regions: Sequence[str] | None,
         image_types: Sequence[str] | None,
         statuses: Sequence[str] | None,
+        image_ids: Sequence[str] | None = None,
         limit: int,
     ) -> tuple[list[dict[str, Any]], FeedState | None]:
         """One page of live images in key order after ``after``. The first page (``after`` is
         None) also returns the feed's state from the SAME snapshot (REPEATABLE READ): following
         the feed from its head misses nothing that page does not show, and repeats nothing."""
-        args = (_list(regions), _list(image_types), _list(statuses), limit)
+        args = (_list(regions), _list(image_types), _list(statuses), limit, _list(image_ids))
 
         async def q(conn: asyncpg.Connection) -> tuple[list[dict[str, Any]], FeedState | None]:
             if after is not None:

@@ -117,6 +117,7 @@ ORDER BY c.name;
 
 -- name: images_page
 -- The live images after key ($1, $2) in key order, filtered (NULL: no filter), at most $6.
+-- ($7: particular image ids, e.g. to fetch the objects of images a consumer saw created.)
 SELECT i.region, i.image_id, i.image_type, i.name, i.status, i.visibility, i.owner, i.os_type,
        i.platform, i.os_version, i.os_bit, i.disk_format, i.container_format, i.min_ram,
        i.min_disk, i.size, i.image_size, i.virtual_env_type, i.protected, i.tags,
@@ -127,5 +128,6 @@ WHERE (i.region, i.image_id) > ($1::text, $2::text)
   AND ($3::text[] IS NULL OR i.region = ANY($3::text[]))
   AND ($4::text[] IS NULL OR i.image_type = ANY($4::text[]))
   AND ($5::text[] IS NULL OR i.status = ANY($5::text[]))
+  AND ($7::text[] IS NULL OR i.image_id = ANY($7::text[]))
 ORDER BY i.region, i.image_id
 LIMIT $6;
