@@ -352,11 +352,11 @@ def consumer_doc(r: ConsumerRow) -> dict[str, Any]:
 def routes(feed: Feed) -> web.Application:
     r = Routes(feed)
     app = web.Application(middlewares=[r.guard])
-    app.router.add_get("/events", r.events)
-    app.router.add_get("/events/stream", r.stream)
-    app.router.add_get("/images", r.images)
-    app.router.add_get("/consumers", r.list_consumers)
-    app.router.add_get("/consumers/{name}", r.get_consumer)
+    app.router.add_get("/events", r.events, allow_head=False)
+    app.router.add_get("/events/stream", r.stream, allow_head=False)
+    app.router.add_get("/images", r.images, allow_head=False)
+    app.router.add_get("/consumers", r.list_consumers, allow_head=False)
+    app.router.add_get("/consumers/{name}", r.get_consumer, allow_head=False)
     app.router.add_put("/consumers/{name}", r.put_consumer)
     app.router.add_delete("/consumers/{name}", r.delete_consumer)
     return app

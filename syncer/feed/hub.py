@@ -26,9 +26,9 @@ from dataclasses import dataclass
 
 from syncer.errors import DatabaseError, SyncerError
 from syncer.feed.cursor import NO_TAG, Position, epoch_bytes, tag_of
-from syncer.feed.metrics import HEAD_SEQ
+from syncer.feed.metrics import HEAD_SEQ, PRUNED_THROUGH
 from syncer.feed.render import Rendered
-from syncer.store.events import EventFilter, FeedState, FeedStore, PositionFacts
+from syncer.store.events import EventFilter, FeedState, FeedStore, PositionFacts, TailCheck
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +138,7 @@ class Hub:
         self._seqs, self._events = [], []
         self._base = self._head = head
         HEAD_SEQ.set(head[0])
+        PRUNED_THROUGH.set(state.pruned_through)
         if moved:
             self._publish()
 
@@ -182,6 +183,9 @@ class Hub:
                 if self.problem is None:
                     log.warning("feed cannot read the database", extra={"error": str(e)})
                 self.problem = self._cycle_error = f"feed cannot read the database: {e}"
+            except Exception as e:  # a bug: keep serving what we can, say so, try again
+                log.exception("feed hub cycle failed")
+                self.problem = self._cycle_error = f"feed hub failed: {type(e).__name__}"
             finally:
                 self._cycles_done = number
                 self._cycle_over()
@@ -199,13 +203,16 @@ class Hub:
             return
         self._active = True
         while not self.closing:
-            rows, pruned = await self._store.events_after(self._head[0], self.tuning.fetch_batch)
-            if not rows:
-                return
-            if pruned is not None and pruned > self._head[0]:
-                # Retention passed the hub's own head (it was stalled longer than the feed
-                # keeps events): the tail cannot continue; it restarts at the new boundary.
+            rows, check = await self._store.tail_after(self._head[0], self.tuning.fetch_batch)
+            if not self._continues(check):
+                # The database was replaced, restored or failed over to a replica that lost
+                # commits (its seq numbers rewound), or retention passed the hub's own head:
+                # the tail cannot continue. It restarts at the database's head; readers whose
+                # cursors were in it are checked against the database (410 if rewound).
+                log.warning("feed tail dropped: the database no longer continues it")
                 self._reset(await self._store.state())
+                return
+            if not rows:
                 return
             epoch = self.epoch
             fresh = [Rendered(r, epoch) for r in rows]
@@ -218,6 +225,17 @@ class Hub:
             if len(rows) < self.tuning.fetch_batch:
                 return
             await asyncio.sleep(0)  # let the streams send this batch before the next
+
+    def _continues(self, check: TailCheck) -> bool:
+        """Does the database still hold the hub's head event, under the same identity?"""
+        if epoch_bytes(check.epoch) != self.epoch:
+            return False
+        seq, tag = self._head
+        if seq < check.pruned_through:
+            return False
+        if seq == check.pruned_through:
+            return tag == tag_of(check.pruned_event_id)
+        return check.at_head is not None and tag_of(check.at_head) == tag
 
     def _trim(self) -> None:
         keep = self.tuning.tail_events

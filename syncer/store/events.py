@@ -95,6 +95,16 @@ class PositionFacts:
 
 
 @dataclass(frozen=True, slots=True)
+class TailCheck:
+    """What the hub checks its in-memory tail against."""
+
+    epoch: UUID
+    pruned_through: int
+    pruned_event_id: UUID | None
+    at_head: UUID | None  # the event now holding the hub's head seq, if any
+
+
+@dataclass(frozen=True, slots=True)
 class ReadResult:
     """Events after a position, and the position checks of the same snapshot."""
 
@@ -188,12 +198,17 @@ class FeedStore:
 
         return await self._run("reading the feed head", q)
 
-    async def events_after(self, seq: int, limit: int) -> tuple[list[EventRow], int | None]:
-        """The next events after ``seq`` and the retention boundary of the same snapshot."""
+    async def tail_after(self, seq: int, limit: int) -> tuple[list[EventRow], TailCheck]:
+        """The next events after ``seq``, and what a reader that already holds the events up
+        to ``seq`` checks them against, from the same snapshot."""
 
-        async def q(conn: asyncpg.Connection) -> tuple[list[EventRow], int | None]:
-            rows = await conn.fetch(sql("events_after"), seq, limit)
-            return [_event_row(r) for r in rows], (rows[0]["pruned_through"] if rows else None)
+        async def q(conn: asyncpg.Connection) -> tuple[list[EventRow], TailCheck]:
+            rows = await conn.fetch(sql("tail_after"), seq, limit)
+            first = rows[0]
+            check = TailCheck(
+                first["epoch"], first["pruned_through"], first["pruned_event_id"], first["at_head"]
+            )
+            return [_event_row(r) for r in rows if r["seq"] is not None], check
 
         return await self._run("reading events", q)
 

@@ -4,7 +4,8 @@
 -- seq is commit-ordered (see migrations/versions/0001): at any snapshot the visible events are
 -- a prefix of seq (gaps only where a transaction rolled back), so `seq > cursor` is exact.
 -- An event's image_type is not stored with it: it is the type its image has in ims.image_rows
--- when the event is read (a primary-key probe per event).
+-- when the event is read: a primary-key probe per event (LATERAL … LIMIT 1 keeps it a probe
+-- whatever the statistics say; a hash join would read the whole catalog for one page).
 
 -- name: feed_head
 -- The feed's identity, its retention boundary and its newest event, in one snapshot.
@@ -22,15 +23,36 @@ SELECT m.epoch, m.pruned_through, m.pruned_event_id,
 FROM ims.feed_meta m;
 
 -- name: events_after
--- The next $2 events after seq $1, in seq order, with their image's type and the retention
--- boundary of the same snapshot (so a reader can tell a pruned gap from a rolled-back one).
+-- The next $2 events after seq $1, in seq order, with their image's type.
 SELECT e.seq, e.event_id, e.occurred_at, e.region, e.image_id, e.kind, e.old_status,
-       e.new_status, e.changes, e.sync_run_id, r.image_type, m.pruned_through
-FROM ims.feed_meta m
-CROSS JOIN LATERAL (
+       e.new_status, e.changes, e.sync_run_id, r.image_type
+FROM (
     SELECT * FROM ims.image_events e WHERE e.seq > $1 ORDER BY e.seq LIMIT $2
 ) e
-LEFT JOIN ims.image_rows r ON r.region = e.region AND r.image_id = e.image_id
+LEFT JOIN LATERAL (
+    SELECT r.image_type FROM ims.image_rows r
+    WHERE r.region = e.region AND r.image_id = e.image_id LIMIT 1
+) r ON true
+ORDER BY e.seq;
+
+-- name: tail_after
+-- The hub's read: the next $2 events after its head $1, and, from the same snapshot, what the
+-- hub checks its in-memory tail against: the epoch, the retention boundary and the event now
+-- at $1. A database restored from a backup, or failed over to a replica that lost commits, has
+-- rewound: another event, or none, holds that seq, and the tail must go. At least one row
+-- (its event columns NULL when there is no new event).
+SELECT m.epoch, m.pruned_through, m.pruned_event_id,
+       (SELECT h.event_id FROM ims.image_events h WHERE h.seq = $1) AS at_head,
+       e.seq, e.event_id, e.occurred_at, e.region, e.image_id, e.kind, e.old_status,
+       e.new_status, e.changes, e.sync_run_id, r.image_type
+FROM ims.feed_meta m
+LEFT JOIN LATERAL (
+    SELECT * FROM ims.image_events e WHERE e.seq > $1 ORDER BY e.seq LIMIT $2
+) e ON true
+LEFT JOIN LATERAL (
+    SELECT r.image_type FROM ims.image_rows r
+    WHERE r.region = e.region AND r.image_id = e.image_id LIMIT 1
+) r ON true
 ORDER BY e.seq;
 
 -- name: events_window_end
@@ -45,7 +67,10 @@ SELECT w.seq, w.event_id FROM (
 SELECT e.seq, e.event_id, e.occurred_at, e.region, e.image_id, e.kind, e.old_status,
        e.new_status, e.changes, e.sync_run_id, r.image_type
 FROM ims.image_events e
-LEFT JOIN ims.image_rows r ON r.region = e.region AND r.image_id = e.image_id
+LEFT JOIN LATERAL (
+    SELECT r.image_type FROM ims.image_rows r
+    WHERE r.region = e.region AND r.image_id = e.image_id LIMIT 1
+) r ON true
 WHERE e.seq > $1 AND e.seq <= $2
   AND ($3::text[] IS NULL OR e.region = ANY($3::text[]))
   AND ($4::text[] IS NULL OR r.image_type = ANY($4::text[]))

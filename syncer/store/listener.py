@@ -92,6 +92,9 @@ class Listener:
                 log.warning("feed listener lost", extra={"error": self.problem})
             except asyncpg.InterfaceError as e:
                 self.problem = f"feed listener reconnecting: {e}"
+            except Exception as e:  # never leave the process without its listener
+                log.exception("feed listener failed")
+                self.problem = f"feed listener reconnecting: {type(e).__name__}"
             await self._close()
             await asyncio.sleep(delay)
             delay = min(delay * 2, 5.0)

@@ -443,6 +443,29 @@ async def test_stream_framing_heartbeat_and_last_event_id(
         assert [orjson.loads(e.data)["seq"] for e in got] == await writer
 
 
+async def test_filtered_stream_bookmarks_what_it_skipped(
+    conn: asyncpg.Connection, db: str, http: aiohttp.ClientSession
+) -> None:
+    """Events a filter skips still move the client's Last-Event-ID (an id-only frame, which
+    dispatches nothing), so a reconnect does not scan them again."""
+    async with serve(db, tuning=with_tuning(bookmark_interval=0.1)) as served:
+        url = f"{served.url}/v1/events/stream?kind=deleted"
+        async with http.get(url) as resp:
+            await asyncio.sleep(0.3)
+            skipped = await insert_events(conn, 5, kind="created")
+            raw = b""
+            async with asyncio.timeout(5):
+                while b"\n\nid: " not in raw:
+                    raw += await resp.content.readany()
+        frames = [f for f in raw.decode().split("\n\n") if f.startswith("id: ")]
+        assert frames and all("\n" not in f for f in frames)  # no event:, no data:
+        bookmark = frames[-1].removeprefix("id: ")
+        assert decode(bookmark).seq == skipped[-1]
+        wanted = await insert_events(conn, 1, kind="deleted")
+        got = await sse_collect(http, url, 1, headers={"Last-Event-ID": bookmark})
+        assert [orjson.loads(e.data)["seq"] for e in got] == wanted
+
+
 async def test_refusals_come_before_the_stream_starts(
     conn: asyncpg.Connection, served: Served, http: aiohttp.ClientSession, pg_server: PgServer
 ) -> None:
@@ -492,20 +515,41 @@ async def test_cursor_from_a_recreated_or_restored_database_is_410(
     other = await _other_database_cursor(pg_server)
     status, doc = await get_json(http, f"{served.url}/v1/events", since=other)
     assert status == 410 and "another database" in doc["error"]
-    # Restored from a backup taken earlier: the same epoch, seq numbers reused by other events.
+    # Restored from a backup taken earlier (or failed over to a replica that lost commits):
+    # the same epoch, seq numbers reused by other events. A stream is open meanwhile, so the
+    # server holds the lost events in its in-memory tail.
     _, page = await get_json(http, f"{served.url}/v1/events", since="0")
     cursor = page["events"][1]["cursor"]  # seq 2
-    await conn.execute("DELETE FROM ims.image_events WHERE seq >= 2")
-    await conn.execute("ALTER SEQUENCE ims.image_events_seq RESTART WITH 2")
-    await insert_events(conn, 3, tag="after-restore")
+    async with http.get(f"{served.url}/v1/events/stream", params={"since": cursor}) as stream:
+        got = [e async for e in _first(sse_events(stream), 1)]
+        assert orjson.loads(got[0].data)["seq"] == 3
+        await conn.execute("DELETE FROM ims.image_events WHERE seq >= 2")
+        await conn.execute("ALTER SEQUENCE ims.image_events_seq RESTART WITH 2")
+        await insert_events(conn, 3, tag="after-restore")
+        # the open stream ends rather than go on with events after a position that is gone
+        async with asyncio.timeout(5):
+            rest = [e async for e in sse_events(stream)]
+        assert rest == []
     for since in (cursor, page["events"][2]["cursor"]):
         status, doc = await get_json(http, f"{served.url}/v1/events", since=since)
         assert status == 410 and "does not have" in doc["error"], doc
+    async with http.get(
+        f"{served.url}/v1/events/stream", headers={"Last-Event-ID": got[0].id or ""}
+    ) as resp:
+        await assert_one_line_error(resp, 410)
     # ... and the cursor of the surviving event still serves exactly what follows it
     status, doc = await get_json(http, f"{served.url}/v1/events", since=page["events"][0]["cursor"])
     assert status == 200 and [e["image_id"] for e in doc["events"]] == [
         f"img-after-restore-{i}" for i in (1, 2, 3)
     ]
+
+
+async def _first(events: AsyncIterator[Any], n: int) -> AsyncIterator[Any]:
+    async for e in events:
+        yield e
+        n -= 1
+        if n == 0:
+            return
 
 
 async def test_shutdown_closes_streams_promptly(
