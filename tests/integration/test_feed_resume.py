@@ -191,6 +191,33 @@ async def test_listen_connection_killed_from_the_server_still_delivers(
         await conn.close()
 
 
+async def test_without_a_listener_the_poll_still_delivers(db: str, pg_server: PgServer) -> None:
+    """The LISTEN connection is killed and cannot come back: the ~1 s poll (0.2 s here) still
+    delivers every event, and the feed says what is wrong."""
+    admin = await asyncpg.connect(pg_server.admin_dsn)
+    conn = await asyncpg.connect(db)
+    try:
+        async with serve(db) as served, aiohttp.ClientSession() as http:
+            assert await until(lambda: served.feed.listener_pid is not None)
+            listener = served.feed._listener
+            assert listener is not None
+            listener._dsn = "postgresql://nobody@127.0.0.1:1/none"  # reconnects fail from now on
+            await admin.fetchval("SELECT pg_terminate_backend($1, 5000)", served.feed.listener_pid)
+            assert await until(lambda: served.feed.problem() is not None)
+            assert "listener" in (served.feed.problem() or "")
+            _, head = await get_json(http, f"{served.url}/v1/events", since="now")
+            poll = asyncio.create_task(
+                get_json(http, f"{served.url}/v1/events", since=head["next_cursor"], wait="10")
+            )
+            await asyncio.sleep(0.3)
+            seqs = await insert_events(conn, 2)
+            _, doc = await asyncio.wait_for(poll, 3)
+            assert [e["seq"] for e in doc["events"]] == seqs
+    finally:
+        await admin.close()
+        await conn.close()
+
+
 @contextlib.asynccontextmanager
 async def idle_readers(url: str, streams: int, polls: int) -> AsyncIterator[list[Any]]:
     connector = aiohttp.TCPConnector(limit=0)
