@@ -6,16 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import aiohttp
 import asyncpg
 import orjson
-from aiohttp import web
 
 from syncer.config import Settings, settings_from_mapping
 from syncer.feed import Feed, Tuning
+from syncer.web import build_app
+from syncer.web import serve as web_serve
 
 # Fast enough for tests; everything else as in production.
 FAST = Tuning(
@@ -39,28 +40,24 @@ def feed_settings(dsn: str, **feed: Any) -> Settings:
 @dataclass
 class Served:
     feed: Feed
-    runner: web.AppRunner
     url: str
-    headers: dict[str, str] = field(default_factory=dict)
 
 
 @contextlib.asynccontextmanager
 async def serve(
     dsn: str, *, tuning: Tuning = FAST, pool_size: int | None = None, **feed: Any
 ) -> AsyncIterator[Served]:
+    """The feed installed on the daemon's HTTP server (syncer.web), on 127.0.0.1:<any port>."""
     settings = feed_settings(dsn, **feed)
-    app = web.Application()
     async with Feed(settings, tuning=tuning, pool_size=pool_size) as f:
+
+        async def readiness() -> str | None:
+            return f.problem()
+
+        app = build_app(readiness)
         f.install(app)
-        runner = web.AppRunner(app, shutdown_timeout=2)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        port = runner.addresses[0][1]
-        try:
-            yield Served(f, runner, f"http://127.0.0.1:{port}")
-        finally:
-            await runner.cleanup()
+        async with web_serve(app, "127.0.0.1", 0, shutdown_timeout=2) as listening:
+            yield Served(f, listening.url)
 
 
 INSERT = """

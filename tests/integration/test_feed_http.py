@@ -15,15 +15,12 @@ import aiohttp
 import asyncpg
 import orjson
 import pytest
-from aiohttp import web
 from prometheus_client import REGISTRY
 
-from syncer.feed import Feed
 from syncer.feed.cursor import decode
 from tests.conftest import PgServer
 from tests.feed_helpers import (
     Served,
-    feed_settings,
     get_json,
     insert_events,
     poll_all,
@@ -359,51 +356,43 @@ async def test_token_guards_every_v1_route(
     db: str, conn: asyncpg.Connection, http: aiohttp.ClientSession, token: str
 ) -> None:
     await insert_events(conn, 1)
-    settings = feed_settings(db, token=token)
-    app = web.Application()
-
-    async def healthz(_: web.Request) -> web.Response:
-        return web.Response(text="ok")
-
-    app.router.add_get("/healthz", healthz)
-    async with Feed(settings) as feed:
-        feed.install(app)
-        runner = web.AppRunner(app)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-        try:
-            requests = [
-                ("GET", "/v1/events?since=0"),
-                ("GET", "/v1/events/stream"),
-                ("GET", "/v1/images"),
-                ("GET", "/v1/consumers"),
-                ("GET", "/v1/consumers/c1"),
-                ("PUT", "/v1/consumers/c1"),
-                ("DELETE", "/v1/consumers/c1"),
-                ("GET", "/v1/no-such-route"),
-            ]
-            for headers in (
-                {},
-                {"Authorization": f"Bearer {token}x"},
-                {"Authorization": f"Bearer {token[:-1]}"},
-                {"Authorization": f"Basic {token}"},
-                {"Authorization": token},
-                {"Authorization": "Bearer "},
-                {"Authorization": "Bearer ünïcødé"},
-            ):
-                for method, path in requests:
-                    async with http.request(method, url + path, headers=headers) as resp:
-                        await assert_one_line_error(resp, 401)
-                        assert resp.headers["WWW-Authenticate"].startswith("Bearer")
-            good = {"Authorization": f"Bearer {token}"}
-            status, doc = await get_json(http, f"{url}/v1/events?since=0", headers=good)
-            assert status == 200 and len(doc["events"]) == 1
-            async with http.get(f"{url}/healthz") as resp:
-                assert resp.status == 200  # outside /v1/: open
-        finally:
-            await runner.cleanup()
+    async with serve(db, token=token) as served:
+        url = served.url
+        requests = [
+            ("GET", "/v1/events?since=0"),
+            ("GET", "/v1/events/stream"),
+            ("GET", "/v1/images"),
+            ("GET", "/v1/consumers"),
+            ("GET", "/v1/consumers/c1"),
+            ("PUT", "/v1/consumers/c1"),
+            ("DELETE", "/v1/consumers/c1"),
+            ("GET", "/v1/no-such-route"),
+        ]
+        for headers in (
+            {},
+            {"Authorization": f"Bearer {token}x"},
+            {"Authorization": f"Bearer {token[:-1]}"},
+            {"Authorization": f"Basic {token}"},
+            {"Authorization": token},
+            {"Authorization": "Bearer "},
+            {"Authorization": "Bearer ünïcødé"},
+        ):
+            for method, path in requests:
+                async with http.request(method, url + path, headers=headers) as resp:
+                    await assert_one_line_error(resp, 401)
+                    assert resp.headers["WWW-Authenticate"].startswith("Bearer")
+        good = {"Authorization": f"Bearer {token}"}
+        status, doc = await get_json(http, f"{url}/v1/events?since=0", headers=good)
+        assert status == 200 and len(doc["events"]) == 1
+        # the daemon's own routes, outside /v1/, stay open
+        for path in ("/healthz", "/readyz"):
+            async with http.get(url + path) as resp:
+                assert resp.status == 200, path
+        async with http.get(f"{url}/metrics") as resp:
+            assert resp.status == 200
+            text = await resp.text()
+        assert 'syncer_feed_refusals_total{status="401"}' in text
+        assert "syncer_feed_head_seq 1.0" in text
 
 
 async def test_stream_framing_heartbeat_and_last_event_id(
