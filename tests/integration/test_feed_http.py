@@ -17,10 +17,14 @@ import orjson
 import pytest
 from prometheus_client import REGISTRY
 
+from syncer.feed import Feed
 from syncer.feed.cursor import decode
+from syncer.web import build_app
+from syncer.web import serve as web_serve
 from tests.conftest import PgServer
 from tests.feed_helpers import (
     Served,
+    feed_settings,
     get_json,
     insert_events,
     poll_all,
@@ -393,6 +397,33 @@ async def test_token_guards_every_v1_route(
             text = await resp.text()
         assert 'syncer_feed_refusals_total{status="401"}' in text
         assert "syncer_feed_head_seq 1.0" in text
+
+
+async def test_installed_before_it_runs_as_the_daemon_does(
+    db: str, conn: asyncpg.Connection, http: aiohttp.ClientSession
+) -> None:
+    """`syncer run` serves its HTTP server before the database is up: the feed's routes are
+    installed first (an app cannot change once served) and answer 503 until the feed runs."""
+    await insert_events(conn, 1)
+    feed = Feed(feed_settings(db))
+
+    async def readiness() -> str | None:
+        return feed.problem()
+
+    app = build_app(readiness)
+    feed.install(app)
+    async with web_serve(app, "127.0.0.1", 0) as listening:
+        async with http.get(f"{listening.url}/v1/events") as resp:
+            doc = await assert_one_line_error(resp, 503)
+        assert doc["error"] == "the feed is not running" and resp.headers["Retry-After"]
+        async with http.get(f"{listening.url}/readyz") as resp:
+            assert resp.status == 503
+        async with feed:
+            status, page = await get_json(http, f"{listening.url}/v1/events", since="0")
+            assert status == 200 and len(page["events"]) == 1
+            assert await until(lambda: feed.problem() is None)
+        async with http.get(f"{listening.url}/v1/events") as resp:
+            await assert_one_line_error(resp, 503)
 
 
 async def test_stream_framing_heartbeat_and_last_event_id(
