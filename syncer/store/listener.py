@@ -50,7 +50,7 @@ class Listener:
 
     @property
     def backend_pid(self) -> int | None:
-        """The server process of the LISTEN connection (None while disconnected)."""
+        """The server process of the LISTEN connection (None while not listening)."""
         conn = self._conn
         return None if conn is None or conn.is_closed() else int(conn.get_server_pid())
 
@@ -105,9 +105,13 @@ class Listener:
         conn = await connect(
             self._dsn, connect_timeout=self._connect_timeout, application_name=APPLICATION_NAME
         )
-        self._conn = conn
-        conn.add_termination_listener(self._terminated)
-        await conn.add_listener(self._channel, self._notified)
+        try:
+            conn.add_termination_listener(self._terminated)
+            await conn.add_listener(self._channel, self._notified)
+        except BaseException:
+            conn.terminate()
+            raise
+        self._conn = conn  # listening from here on
         if self.connects and self._on_reconnect is not None:
             self._on_reconnect()
         self.connects += 1

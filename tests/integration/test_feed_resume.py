@@ -181,7 +181,7 @@ async def test_listen_connection_killed_from_the_server_still_delivers(
             assert [e["seq"] for e in doc["events"]] == seqs
             cursor = doc["next_cursor"]
             assert await until(lambda: served.feed.listener_pid not in (None, pid))
-            assert served.feed.problem() is None
+            assert await until(lambda: served.feed.problem() is None)
             assert REGISTRY.get_sample_value("syncer_feed_listener_reconnects_total") == (
                 reconnects + 1
             )
