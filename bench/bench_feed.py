@@ -50,8 +50,8 @@ FROM generate_series(1, $2) g
 MB = 1024 * 1024
 
 
-def write_config(dsn: str, port: int) -> Path:
-    path = Path(tempfile.mkdtemp(prefix="syncer-bench-feed-")) / "feed.toml"
+def write_config(folder: str, dsn: str, port: int) -> Path:
+    path = Path(folder) / "feed.toml"
     path.write_text(
         f'[database]\ndsn = "{dsn}"\n[api]\nauth = "none"\n[sync]\nregions = ["cn-north-4"]\n'
         f'[feed]\nlisten = "127.0.0.1:{port}"\n'
@@ -242,11 +242,12 @@ def pct(xs: list[float], p: float) -> float:
 
 
 async def run() -> bool:
-    with EmbeddedPostgres(durable=True) as pg:
+    with contextlib.ExitStack() as stack, EmbeddedPostgres(durable=True) as pg:
         await migrate(pg.dsn)
         port = free_port()
         url = f"http://127.0.0.1:{port}"
-        config = write_config(pg.dsn, port)
+        folder = stack.enter_context(tempfile.TemporaryDirectory(prefix="syncer-bench-feed-"))
+        config = write_config(folder, pg.dsn, port)
         with feed_process(config, port) as server:
             idle_rss, feed_conns, all_conns, base_rss = await idle_cost(pg.dsn, url, server)
             lat = await latency(pg.dsn, url)
