@@ -97,6 +97,9 @@ class FeedSettings:
     listen: str = "127.0.0.1:8080"
     token: str = field(default="", repr=False)
     retention: float = 30 * 86400.0
+    allow_insecure: bool = False  # serve /v1/ without a token on a non-loopback address
+    pool_size: int = 4  # the feed's own connections (apart from the sync's, and its listener)
+    max_streams: int = 2000  # SSE streams plus waiting long-polls; more are answered 503
 
     @property
     def host(self) -> str:
@@ -230,7 +233,14 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "lease_ttl": (int, float, str),
         "stop_timeout": (int, float, str),
     },
-    "feed": {"listen": str, "token": str, "retention": str},
+    "feed": {
+        "listen": str,
+        "token": str,
+        "retention": str,
+        "allow_insecure": bool,
+        "pool_size": int,
+        "max_streams": int,
+    },
 }
 _REQUIRED = {("sync", "regions")}
 
@@ -253,7 +263,7 @@ class _Reader:
                 expected = _SCHEMA[section].get(key)
                 if expected is None:
                     self.warnings.append(f"{self.where}: unknown key {section}.{key} ignored")
-                elif isinstance(v, bool) or not isinstance(v, expected):
+                elif not _has_type(v, expected):
                     raise self.fail(
                         f"{section}.{key}", f"must be {_type_name(expected)}, got {_kind(v)}"
                     )
@@ -292,6 +302,13 @@ class _Reader:
         return tuple(v)
 
 
+def _has_type(v: Any, expected: type | tuple[type, ...]) -> bool:
+    """isinstance, except that a boolean is only a boolean (bool subclasses int in Python)."""
+    if isinstance(v, bool):
+        return expected is bool
+    return isinstance(v, expected)
+
+
 def _kind(v: Any) -> str:
     return {
         bool: "a boolean",
@@ -306,7 +323,13 @@ def _kind(v: Any) -> str:
 def _type_name(t: type | tuple[type, ...]) -> str:
     if isinstance(t, tuple):
         return "a number or a duration" if str in t else "a number"
-    return {int: "an integer", str: "a string", list: "a list", dict: "a table"}.get(t, t.__name__)
+    return {
+        bool: "a boolean (true or false)",
+        int: "an integer",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(t, t.__name__)
 
 
 def validate_dsn(dsn: str, where: str) -> str:
@@ -439,6 +462,9 @@ def settings_from_mapping(
         listen=listen,
         token=env.get("SYNCER_FEED_TOKEN") or r.get("feed", "token", ""),
         retention=r.duration("feed", "retention", 30 * 86400.0, minimum=60.0),
+        allow_insecure=bool(r.get("feed", "allow_insecure", False)),
+        pool_size=r.int_in("feed", "pool_size", 4, 1, 100),
+        max_streams=r.int_in("feed", "max_streams", 2000, 1, 100_000),
     )
     return Settings(
         database=database,

@@ -29,6 +29,7 @@ from syncer.config import Settings
 from syncer.daemon.membership import BACKOFF_MAX, BACKOFF_START, Membership
 from syncer.daemon.scheduler import PartitionScheduler
 from syncer.errors import DatabaseError
+from syncer.feed import Feed, check_listen
 from syncer.ims.client import ImsClient
 from syncer.store.leases import THIS_PROCESS, Replica
 from syncer.store.passes import Mode
@@ -51,6 +52,7 @@ class Daemon:
     membership: Membership | None = None
     scheduler: PartitionScheduler | None = None
     client: ImsClient | None = None
+    feed: Feed | None = None
     stopping: bool = False
 
     async def readiness(self) -> str | None:
@@ -71,8 +73,13 @@ class Daemon:
         return None
 
     def degraded(self) -> str | None:
-        """Ready, but something needs a person: e.g. credentials the gateway rejects."""
-        return self.client.credential_problem() if self.client is not None else None
+        """Ready, but something needs a person: credentials the gateway rejects, a feed that
+        lost its LISTEN connection (it polls meanwhile)."""
+        notes = [
+            self.client.credential_problem() if self.client is not None else None,
+            self.feed.problem() if self.feed is not None and self.feed.running else None,
+        ]
+        return "; ".join(n for n in notes if n) or None
 
 
 async def _wait_for_database(control: asyncpg.Pool, stop: asyncio.Event, where: str) -> bool:
@@ -122,8 +129,10 @@ async def run_daemon(
     """Run until ``stop`` is set (or SIGTERM/SIGINT arrives). Raises SyncerError (one line)
     for what makes running impossible: a bad listen address, a schema not this code's."""
     settings.require_credentials()
+    check_listen(settings)
     stop = stop or asyncio.Event()
-    daemon = Daemon(settings, replica)
+    feed = Feed(settings)
+    daemon = Daemon(settings, replica, feed=feed)
     partitions = plan_partitions(settings)
     metrics.declare_partitions(partitions)
     s, db = settings.sync, settings.database
@@ -132,6 +141,7 @@ async def run_daemon(
         if handle_signals:
             await stack.enter_async_context(_signals(stop))
         app = build_app(daemon.readiness, degraded=daemon.degraded)
+        feed.install(app)  # its routes answer 503 until the feed runs (database up)
         await stack.enter_async_context(
             serve(app, settings.feed.host, settings.feed.port, shutdown_timeout=2.0)
         )
@@ -147,6 +157,7 @@ async def run_daemon(
         await membership.join()
         membership.health.mark_up()
         daemon.membership = membership
+        await stack.enter_async_context(feed)
         stack.push_async_callback(membership.leave)
         for (region, image_type), (started, _) in (await full_sweep_ages(control)).items():
             metrics.set_last_full_sweep(region, image_type, started.timestamp())

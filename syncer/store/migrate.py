@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -31,15 +31,22 @@ log = logging.getLogger(__name__)
 
 #: The revision this code reads and writes. Checked at start-up without importing alembic
 #: (half a second of every `syncer sync --once`); a test keeps it equal to alembic's head.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 
 # pg_advisory_lock(int, int) key of migrations (partition passes use 7_140_202).
 MIGRATION_LOCK = (7_140_203, 0)
 MIGRATION_LOCK_TIMEOUT = 600.0  # seconds a migration waits for another one to finish
 
 READER_ROLE = "ims_reader"
-# The SQL surface of CONTRACT §3; the reader role gets SELECT on these and nothing else.
-SURFACE = ("ims.images", "ims.current_images", "ims.image_events", "ims.sync_runs")
+# The SQL surface of CONTRACT §3 (and the feed's consumer offsets, §5); the reader role gets
+# SELECT on these and nothing else.
+SURFACE = (
+    "ims.images",
+    "ims.current_images",
+    "ims.image_events",
+    "ims.sync_runs",
+    "ims.feed_consumers",
+)
 
 
 @dataclass(frozen=True)
@@ -64,9 +71,9 @@ def alembic_config(dsn: str) -> Config:
     return cfg
 
 
-def grant_sql(role: str = READER_ROLE) -> list[str]:
+def grant_sql(role: str = READER_ROLE, surface: Sequence[str] = SURFACE) -> list[str]:
     return [f"GRANT USAGE ON SCHEMA ims TO {role}"] + [
-        f"GRANT SELECT ON {t} TO {role}" for t in SURFACE
+        f"GRANT SELECT ON {t} TO {role}" for t in surface
     ]
 
 
@@ -103,8 +110,11 @@ async def ensure_reader_role(dsn: str, role: str = READER_ROLE) -> tuple[str, st
                 status = "created"
             except asyncpg.DuplicateObjectError:
                 pass  # another database's migration of this cluster created it meanwhile
+        # A database migrated to an older revision (`migrate(dsn, revision=...)`) lacks the
+        # newer objects of the surface: grant what exists.
+        present = [t for t in SURFACE if await conn.fetchval("SELECT to_regclass($1)", t)]
         async with conn.transaction():
-            for stmt in grant_sql(role):
+            for stmt in grant_sql(role, present):
                 await conn.execute(stmt)
         return status, None
     except asyncpg.PostgresError as e:

@@ -116,10 +116,12 @@ async def open_pool(
     server_settings: Mapping[str, str] | None = None,
     command_timeout: float | None = None,
     lazy: bool = False,
+    max_idle: float = 300.0,
 ) -> asyncpg.Pool:
     """A pool whose sessions carry ``server_settings`` (default: just the application name)
     and whose every query gives up client-side after ``command_timeout`` seconds. A ``lazy``
-    pool connects on first use (so it can be opened while the database is down)."""
+    pool connects on first use (so it can be opened while the database is down); a connection
+    idle for ``max_idle`` seconds is closed (down to one)."""
     try:
         pool = await asyncpg.create_pool(
             dsn,
@@ -128,6 +130,7 @@ async def open_pool(
             timeout=connect_timeout,
             command_timeout=command_timeout,
             init=init_connection,
+            max_inactive_connection_lifetime=max_idle,
             server_settings=dict(server_settings or {"application_name": "syncer"}),
         )
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:
@@ -160,9 +163,12 @@ async def pool_session(
         await asyncio.wait_for(pool.close(), timeout=10)
 
 
-async def connect(dsn: str, *, connect_timeout: float = 10.0) -> asyncpg.Connection:
+async def connect(
+    dsn: str, *, connect_timeout: float = 10.0, application_name: str | None = None
+) -> asyncpg.Connection:
+    settings = {"application_name": application_name} if application_name else None
     try:
-        conn = await asyncpg.connect(dsn, timeout=connect_timeout)
+        conn = await asyncpg.connect(dsn, timeout=connect_timeout, server_settings=settings)
     except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ValueError) as e:
         raise DatabaseError(describe(e, dsn)) from e
     await init_connection(conn)
