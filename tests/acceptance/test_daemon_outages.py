@@ -106,7 +106,7 @@ async def test_postgres_stopped_under_a_running_daemon(tmp_path: Path, scratch: 
             finally:
                 await conn.close()
             rc, _ = await d.stop()
-            assert rc == 0
+            assert rc == 0, d.log()[-3000:]
             log = d.log()
             assert "Traceback" not in log
             warnings = [line for line in log.splitlines() if '"level":"warning"' in line]
@@ -172,4 +172,4 @@ async def test_a_wrong_secret_key_costs_one_rejected_request(tmp_path: Path, db:
             assert "wrong-secret" not in done.stdout + done.stderr + d.log()
         finally:
             rc, _ = await d.stop()
-        assert rc == 0
+        assert rc == 0, d.log()[-3000:]
