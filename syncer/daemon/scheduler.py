@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.events import EVENT_JOB_MAX_INSTANCES, EVENT_JOB_MISSED, JobExecutionEvent
@@ -36,7 +36,6 @@ from syncer.ims.client import ImsClient
 from syncer.store import leases
 from syncer.store.passes import Mode
 from syncer.store.pool import SESSION_ERRORS
-from syncer.store.status import full_sweep_ages
 from syncer.sync.engine import PassResult
 from syncer.sync.partitions import Partition
 
@@ -82,10 +81,10 @@ class PartitionScheduler:
         s = self.settings.sync
         return s.full_interval if mode == "full" else s.delta_interval
 
-    async def start(self) -> None:
-        """Schedule every partition's jobs (reading when each was last swept) and start."""
+    async def start(self, ages: Mapping[tuple[str, str], tuple[datetime, float]]) -> None:
+        """Schedule every partition's jobs and start; ``ages`` says when each partition's last
+        complete full sweep started and how long ago (``store.status.full_sweep_ages``)."""
         now = datetime.now(UTC)
-        ages = await full_sweep_ages(self.membership.control)
         rng = random.Random()
         for p in self.partitions:
             full, delta = self.interval("full"), self.interval("delta")

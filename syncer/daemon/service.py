@@ -154,12 +154,17 @@ async def run_daemon(
         if not await _wait_for_database(control, stop, where):
             return
         membership = Membership(control, (control, passes), replica, s.lease_ttl)
-        await membership.join()
-        membership.health.mark_up()
+        try:
+            await membership.join()
+            membership.health.mark_up()
+            ages = await full_sweep_ages(control)
+        except SESSION_ERRORS as e:  # gone again already: the heartbeat keeps trying
+            membership.health.mark_down(describe_session_error(e))
+            ages = {}
         daemon.membership = membership
         await stack.enter_async_context(feed)
         stack.push_async_callback(membership.leave)
-        for (region, image_type), (started, _) in (await full_sweep_ages(control)).items():
+        for (region, image_type), (started, _) in ages.items():
             metrics.set_last_full_sweep(region, image_type, started.timestamp())
 
         client = await stack.enter_async_context(ImsClient(settings.api, settings.credentials))
@@ -172,7 +177,7 @@ async def run_daemon(
 
         scheduler = PartitionScheduler(settings, partitions, membership, client, one_pass)
         beats = asyncio.create_task(membership.run(stop), name="heartbeat")
-        await scheduler.start()
+        await scheduler.start(ages)
         daemon.scheduler = scheduler
         log.info(
             "syncer daemon running",
