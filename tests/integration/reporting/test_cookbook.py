@@ -7,6 +7,7 @@ Each statement starts with a ``-- title`` comment line; checks and parameters ar
 
 from __future__ import annotations
 
+import json
 import re
 from collections import Counter
 from collections.abc import Callable
@@ -214,3 +215,23 @@ async def test_readme_sql_runs_as_the_reader(played: Played) -> None:
     for title, stmt in queries.items():
         assert cookbook.get(title) == stmt, f"README query {title!r} differs from docs/sql.md"
     assert set(await run_as_reader(played, queries)) == set(queries)
+
+
+async def test_dashboard_sql_panels_run_as_the_reader(played: Played) -> None:
+    """The Grafana dashboard's PostgreSQL panels (deploy/grafana) query as ims_reader too."""
+    dashboard = json.loads((ROOT / "deploy" / "grafana" / "syncer-dashboard.json").read_text())
+    queries = {
+        panel["title"]: target["rawSql"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+        if "rawSql" in target
+    }
+    assert len(queries) >= 3
+    got = await run_as_reader(played, queries)
+    (failing,) = got["Failing partitions"]
+    assert (failing["region"], failing["image_type"]) == (FAILING.region, FAILING.image_type)
+    assert len(got["Partition freshness"]) == 8
+    stuck = got["Stuck uploads (over 1 hour)"]
+    assert len(stuck) == 1 and stuck[0]["seconds_in_status"] > 3600
+    live = sum(r["images"] for r in got["Live images by region and type"])
+    assert live == len(played.scenario.catalog)
