@@ -503,3 +503,19 @@ def test_debezium_connector_routes_image_events_through_the_outbox_router() -> N
     # one topic for every kind: the per-image order lives in one partition (key image_id)
     assert "${routedByValue}" not in config["transforms.outbox.route.topic.replacement"]
     assert "ORDER BY seq" in config["snapshot.select.statement.overrides.ims.image_events"]
+
+
+def test_docs_name_only_deploy_files_that_exist_and_every_alert() -> None:
+    operations = (ROOT / "docs" / "operations.md").read_text()
+    readme = (DEPLOY / "README.md").read_text()
+    named = set(re.findall(r"deploy/[\w./-]+\w", operations))
+    named |= {f"deploy/{p}" for p in re.findall(r"\]\(([\w./-]+)\)", readme)}
+    assert len(named) >= 10
+    for path in named:
+        assert (ROOT / path).exists() or (DEPLOY / path.removeprefix("deploy/")).exists(), path
+    for rule in alert_rules():
+        assert f"`{rule['alert']}`" in operations, rule["alert"]
+    listed = {p.relative_to(DEPLOY).as_posix() for p in DEPLOY.rglob("*") if p.is_file()}
+    for path in listed - {"README.md"}:
+        top = path.split("/")[0]
+        assert path in readme or f"`{top}/`" in readme or f"({top})" in readme, path
