@@ -259,6 +259,7 @@ def test_alerts_cover_the_failures_and_query_exported_metrics() -> None:
     rules = alert_rules()
     assert {r["alert"] for r in rules} == {
         "SyncerPartitionStale",
+        "SyncerPartitionNeverSwept",
         "SyncerPartitionFailing",
         "SyncerImsThrottled",
         "SyncerCredentialRejected",
