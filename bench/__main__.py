@@ -6,7 +6,7 @@ import argparse
 import importlib
 import sys
 
-SUITES = ["bench.bench_sync", "bench.bench_simulator"]
+SUITES = ["bench.bench_sync", "bench.bench_simulator", "bench.bench_daemon", "bench.bench_feed"]
 
 
 def main() -> int:

@@ -16,7 +16,7 @@ from rich.table import Table
 
 from syncer import __version__, logs
 from syncer.config import Settings, load_settings, redact_dsn
-from syncer.errors import SyncerError
+from syncer.errors import ConfigError, SyncerError
 
 T = TypeVar("T")
 out = Console()
@@ -248,10 +248,86 @@ def simulate(
 
 
 @main.command()
+@click.pass_obj
 @funnel
-def run() -> None:
-    """The daemon: scheduler, change-feed HTTP server, health and metrics (not built yet)."""
-    fail("`syncer run` (the daemon) is not built yet; use `syncer sync --once` from a scheduler", 2)
+def run(obj: Ctx) -> None:
+    """The daemon: scheduler, change-feed HTTP server, health and metrics (stops on SIGTERM)."""
+    from syncer.daemon import run_daemon
+
+    run_async(run_daemon(obj.settings))
+
+
+@main.group()
+def feed() -> None:
+    """The change feed over HTTP."""
+
+
+@feed.command()
+@click.option(
+    "--since",
+    metavar="C",
+    help='Start after cursor C ("0": the oldest event kept); default: new events only.',
+)
+@click.option(
+    "--kind",
+    "kinds",
+    multiple=True,
+    metavar="K",
+    type=click.Choice(["created", "status_changed", "updated", "deleted", "restored"]),
+    help="Only events of this kind (repeatable).",
+)
+@click.option(
+    "--region",
+    "regions",
+    multiple=True,
+    metavar="R",
+    help="Only events of this region (repeatable).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print each event as its JSON object.")
+@click.option(
+    "--url",
+    metavar="URL",
+    help="The feed's base URL; default: from [feed].listen of the configuration.",
+)
+@click.option(
+    "--token",
+    envvar="SYNCER_FEED_TOKEN",
+    show_envvar=True,
+    help="Bearer token (prefer the environment variable: a command line is visible to others).",
+)
+@click.pass_obj
+@funnel
+def tail(
+    obj: Ctx,
+    since: str | None,
+    kinds: tuple[str, ...],
+    regions: tuple[str, ...],
+    as_json: bool,
+    url: str | None,
+    token: str | None,
+) -> None:
+    """Follow the feed, one line per event, resuming after disconnects (Last-Event-ID)."""
+    from syncer.feed.tail import Event, base_url, describe, follow
+
+    if url is None:
+        try:
+            settings = obj.settings
+        except ConfigError as e:
+            raise ConfigError(f"{e} (or pass --url)") from None
+        url = base_url(settings.feed.listen)
+        token = token or settings.feed.token
+
+    async def run() -> None:
+        async for item in follow(url, token=token or "", since=since, kinds=kinds, regions=regions):
+            if isinstance(item, Event):
+                click.echo(item.data if as_json else describe(item.data))
+            else:
+                err.print(f"syncer: {item.text}", markup=False, highlight=False, soft_wrap=True)
+
+    try:
+        run_async(run())
+    except KeyboardInterrupt:
+        sys.exit(0)
 
 
 @main.command()

@@ -85,6 +85,11 @@ class SyncSettings:
     delta_overlap: float = 300.0
     min_sweep_ratio: float = 0.5  # a complete sweep seeing fewer live images tombstones nothing
     partition_concurrency: int = 4
+    # A pass's hold on its partition, renewed while it runs: a replica that dies or loses the
+    # database loses its partitions after this long (and its open runs are closed).
+    lease_ttl: float = 30.0
+    # How long a stopping daemon gives its running passes to finish or roll back.
+    stop_timeout: float = 25.0
 
 
 @dataclass(frozen=True)
@@ -92,6 +97,9 @@ class FeedSettings:
     listen: str = "127.0.0.1:8080"
     token: str = field(default="", repr=False)
     retention: float = 30 * 86400.0
+    allow_insecure: bool = False  # serve /v1/ without a token on a non-loopback address
+    pool_size: int = 4  # the feed's own connections (apart from the sync's, and its listener)
+    max_streams: int = 2000  # SSE streams plus waiting long-polls; more are answered 503
 
     @property
     def host(self) -> str:
@@ -222,8 +230,17 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "delta_overlap": str,
         "min_sweep_ratio": (int, float),
         "partition_concurrency": int,
+        "lease_ttl": (int, float, str),
+        "stop_timeout": (int, float, str),
     },
-    "feed": {"listen": str, "token": str, "retention": str},
+    "feed": {
+        "listen": str,
+        "token": str,
+        "retention": str,
+        "allow_insecure": bool,
+        "pool_size": int,
+        "max_streams": int,
+    },
 }
 _REQUIRED = {("sync", "regions")}
 
@@ -246,7 +263,7 @@ class _Reader:
                 expected = _SCHEMA[section].get(key)
                 if expected is None:
                     self.warnings.append(f"{self.where}: unknown key {section}.{key} ignored")
-                elif isinstance(v, bool) or not isinstance(v, expected):
+                elif not _has_type(v, expected):
                     raise self.fail(
                         f"{section}.{key}", f"must be {_type_name(expected)}, got {_kind(v)}"
                     )
@@ -285,6 +302,13 @@ class _Reader:
         return tuple(v)
 
 
+def _has_type(v: Any, expected: type | tuple[type, ...]) -> bool:
+    """isinstance, except that a boolean is only a boolean (bool subclasses int in Python)."""
+    if isinstance(v, bool):
+        return expected is bool
+    return isinstance(v, expected)
+
+
 def _kind(v: Any) -> str:
     return {
         bool: "a boolean",
@@ -299,7 +323,13 @@ def _kind(v: Any) -> str:
 def _type_name(t: type | tuple[type, ...]) -> str:
     if isinstance(t, tuple):
         return "a number or a duration" if str in t else "a number"
-    return {int: "an integer", str: "a string", list: "a list", dict: "a table"}.get(t, t.__name__)
+    return {
+        bool: "a boolean (true or false)",
+        int: "an integer",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(t, t.__name__)
 
 
 def validate_dsn(dsn: str, where: str) -> str:
@@ -418,7 +448,11 @@ def settings_from_mapping(
         delta_overlap=r.duration("sync", "delta_overlap", 300.0),
         min_sweep_ratio=ratio,
         partition_concurrency=r.int_in("sync", "partition_concurrency", 4, 1, 256),
+        lease_ttl=r.duration("sync", "lease_ttl", 30.0, minimum=1.0),
+        stop_timeout=r.duration("sync", "stop_timeout", 25.0, minimum=1.0),
     )
+    if sync.stop_timeout > 300:
+        raise r.fail("sync.stop_timeout", f"must be at most 5m, got {sync.stop_timeout:g}s")
 
     listen = env.get("SYNCER_FEED_LISTEN") or r.get("feed", "listen", "127.0.0.1:8080")
     host, sep, port = listen.rpartition(":")
@@ -428,6 +462,9 @@ def settings_from_mapping(
         listen=listen,
         token=env.get("SYNCER_FEED_TOKEN") or r.get("feed", "token", ""),
         retention=r.duration("feed", "retention", 30 * 86400.0, minimum=60.0),
+        allow_insecure=bool(r.get("feed", "allow_insecure", False)),
+        pool_size=r.int_in("feed", "pool_size", 4, 1, 100),
+        max_streams=r.int_in("feed", "max_streams", 2000, 1, 100_000),
     )
     return Settings(
         database=database,

@@ -133,3 +133,6 @@ def configure(
     root.setLevel(level)
     for noisy in ("asyncio", "aiohttp.access", "alembic.runtime.migration"):
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+    # APScheduler logs every job run at INFO, and a skipped or failed one at WARNING/ERROR;
+    # the daemon logs what matters of those itself (syncer.daemon.scheduler).
+    logging.getLogger("apscheduler").setLevel(max(level, logging.CRITICAL))

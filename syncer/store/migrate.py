@@ -31,15 +31,22 @@ log = logging.getLogger(__name__)
 
 #: The revision this code reads and writes. Checked at start-up without importing alembic
 #: (half a second of every `syncer sync --once`); a test keeps it equal to alembic's head.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0005"
 
 # pg_advisory_lock(int, int) key of migrations (partition passes use 7_140_202).
 MIGRATION_LOCK = (7_140_203, 0)
 MIGRATION_LOCK_TIMEOUT = 600.0  # seconds a migration waits for another one to finish
 
 READER_ROLE = "ims_reader"
-# The SQL surface of CONTRACT §3; the reader role gets SELECT on these and nothing else.
-SURFACE = ("ims.images", "ims.current_images", "ims.image_events", "ims.sync_runs")
+# The SQL surface of CONTRACT §3 (and the feed's consumer offsets, §5); the reader role gets
+# SELECT on these and nothing else.
+SURFACE = (
+    "ims.images",
+    "ims.current_images",
+    "ims.image_events",
+    "ims.sync_runs",
+    "ims.feed_consumers",
+)
 # Views and functions for reporting tools (docs/sql.md), built on the surface: SELECT on the
 # views, EXECUTE on the functions. Views run with their owner's rights, so granting them does
 # not open ims.image_rows or ims.partitions to the reader.

@@ -20,12 +20,6 @@ TRUNCATE sync_seen;
 -- hashed, never a nested loop that could turn quadratic (LATERAL probes stay what they are).
 SET enable_nestloop = off;
 
--- name: try_lock_partition
-SELECT pg_try_advisory_lock($1::int, hashtext($2::text || '/' || $3::text));
-
--- name: unlock_partition
-SELECT pg_advisory_unlock($1::int, hashtext($2::text || '/' || $3::text));
-
 -- name: ensure_partition
 INSERT INTO ims.partitions (region, image_type) VALUES ($1, $2) ON CONFLICT DO NOTHING;
 
@@ -34,20 +28,25 @@ SELECT watermark, last_full_sweep_at, complete_sweeps FROM ims.partitions
 WHERE region = $1 AND image_type = $2;
 
 -- name: close_orphaned_runs
--- Called while holding the partition's lock: any 'running' row is one whose worker is gone.
+-- In the transaction that took the partition's lease: a 'running' row left is one whose
+-- replica stopped holding the partition (its lease expired, or it ran before leases).
 UPDATE ims.sync_runs
-SET outcome = 'failed', finished_at = now(),
-    error = coalesce(error, 'abandoned: its worker stopped before finishing (' || worker || ')')
+SET outcome = 'failed', finished_at = clock_timestamp(),
+    error = coalesce(error,
+                     'replica gone: ' || worker || ' stopped before finishing (its lease expired)')
 WHERE region = $1 AND image_type = $2 AND outcome = 'running'
 RETURNING id;
 
 -- name: start_run
-INSERT INTO ims.sync_runs (region, image_type, mode, worker) VALUES ($1, $2, $3, $4)
+-- clock_timestamp(), not now(): a run starts after the previous holder's run finished.
+INSERT INTO ims.sync_runs (region, image_type, mode, worker, started_at)
+VALUES ($1, $2, $3, $4, clock_timestamp())
 RETURNING id, started_at;
 
 -- name: finish_run
+-- Only a run still open: one closed meanwhile (its lease taken over) keeps that verdict.
 UPDATE ims.sync_runs
-SET finished_at = now(), outcome = $2, pages = $3, images_seen = $4, created = $5,
+SET finished_at = clock_timestamp(), outcome = $2, pages = $3, images_seen = $4, created = $5,
     updated = $6, deleted = $7, error = $8, note = $9, unfit = $10
 WHERE id = $1 AND outcome = 'running';
 
@@ -226,23 +225,13 @@ WHERE region = $1 AND image_type = $2;
 UPDATE ims.partitions SET last_delta_at = $3, watermark = least($4::timestamptz, now())
 WHERE region = $1 AND image_type = $2;
 
--- name: running_partitions
-SELECT DISTINCT region, image_type FROM ims.sync_runs WHERE outcome = 'running';
-
--- name: partition_status
-SELECT p.region, p.image_type, p.watermark, p.last_full_sweep_at, p.last_delta_at,
-       p.complete_sweeps, p.note,
-       (SELECT count(*) FROM ims.image_rows r
-        WHERE r.region = p.region AND r.image_type = p.image_type AND r.deleted_at IS NULL) AS live,
-       lr.mode AS last_mode, lr.outcome AS last_outcome, lr.started_at AS last_started_at,
-       lr.finished_at AS last_finished_at, lr.error AS last_error
-FROM ims.partitions p
-LEFT JOIN LATERAL (
-    SELECT * FROM ims.sync_runs s WHERE s.region = p.region AND s.image_type = p.image_type
-    ORDER BY s.id DESC LIMIT 1) lr ON true
-ORDER BY p.region, p.image_type;
-
 -- name: recent_runs
 SELECT id, region, image_type, mode, started_at, finished_at, outcome, pages, images_seen,
        created, updated, deleted, error, worker, note
 FROM ims.sync_runs ORDER BY id DESC LIMIT $1;
+
+-- name: full_sweep_ages
+-- Seconds since each partition's last COMPLETE full sweep started (NULL: never), and its start.
+SELECT region, image_type, last_full_sweep_at,
+       extract(epoch FROM clock_timestamp() - last_full_sweep_at)::float8 AS age
+FROM ims.partitions;

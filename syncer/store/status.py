@@ -32,6 +32,15 @@ async def ensure_schema(pool: asyncpg.Pool) -> None:
     )
 
 
+async def full_sweep_ages(pool: asyncpg.Pool) -> dict[tuple[str, str], tuple[datetime, float]]:
+    """(region, image type) → (start of its last complete full sweep, seconds since)."""
+    return {
+        (r["region"], r["image_type"]): (r["last_full_sweep_at"], r["age"])
+        for r in await pool.fetch(sql("full_sweep_ages"))
+        if r["last_full_sweep_at"] is not None
+    }
+
+
 async def recent_runs(pool: asyncpg.Pool, limit: int = 10) -> list[dict[str, Any]]:
     return [dict(r) for r in await pool.fetch(sql("recent_runs"), limit)]
 

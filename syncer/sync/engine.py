@@ -19,8 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -36,6 +34,7 @@ from syncer.ims.client import ImsClient
 from syncer.ims.pager import CLOCK_SKEW, Listing, ListingStats, iter_listing
 from syncer.ims.wire import WireImage
 from syncer.records import digest_page
+from syncer.store.leases import THIS_PROCESS, Replica
 from syncer.store.passes import Mode, PartitionBusy, PassCounts, SweepVerdict, partition_pass
 from syncer.store.pool import SESSION_ERRORS, describe_session_error
 from syncer.sync.partitions import Partition
@@ -43,10 +42,6 @@ from syncer.sync.partitions import Partition
 log = logging.getLogger(__name__)
 
 Outcome = Literal["ok", "failed", "busy"]
-
-
-def worker_name() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -118,17 +113,27 @@ async def run_pass(
     mode: Mode,
     settings: Settings,
     *,
-    worker: str | None = None,
+    replica: Replica = THIS_PROCESS,
+    control: asyncpg.Pool | None = None,
     progress: Progress | None = None,
 ) -> PassResult:
-    """One pass over one partition. Never raises for a failed pass: the result says why."""
+    """One pass over one partition. Never raises for a failed pass: the result says why.
+
+    The pass holds its partition's lease as ``replica``, renewed on ``control`` (default
+    ``pool``)."""
     progress = progress or NoProgress()
     result = PassResult(partition, mode)
     began = time.monotonic()
     extra: dict[str, object] = {"partition": partition.name, "mode": mode}
     try:
         async with partition_pass(
-            pool, partition.region, partition.image_type, mode, worker=worker or worker_name()
+            pool,
+            partition.region,
+            partition.image_type,
+            mode,
+            replica=replica,
+            lease_ttl=settings.sync.lease_ttl,
+            control=control,
         ) as p:
             result.run_id, result.counts = p.run_id, p.counts
             extra["run_id"] = p.run_id
@@ -198,7 +203,8 @@ async def run_passes(
     mode: Mode,
     settings: Settings,
     *,
-    worker: str | None = None,
+    replica: Replica = THIS_PROCESS,
+    control: asyncpg.Pool | None = None,
     progress: Progress | None = None,
 ) -> list[PassResult]:
     """Passes over several partitions, ``sync.partition_concurrency`` at a time."""
@@ -207,7 +213,14 @@ async def run_passes(
     async def one(partition: Partition) -> PassResult:
         async with gate:
             return await run_pass(
-                pool, client, partition, mode, settings, worker=worker, progress=progress
+                pool,
+                client,
+                partition,
+                mode,
+                settings,
+                replica=replica,
+                control=control,
+                progress=progress,
             )
 
     return list(await asyncio.gather(*(one(p) for p in partitions)))

@@ -9,7 +9,8 @@ on the way out, closes every socket within ``shutdown_timeout`` — handlers sti
 Routes:
 
 * ``GET /healthz`` — 200 ``{"status": "ok"}`` while the process runs: nothing is checked.
-* ``GET /readyz`` — 200 ``{"status": "ready"}`` when ``readiness()`` returns None, else 503
+* ``GET /readyz`` — 200 ``{"status": "ready"}`` when ``readiness()`` returns None (with a
+  ``degraded`` line when ``degraded()`` has one: ready, but e.g. credentials are rejected), else 503
   ``{"status": "unavailable", "reason": "<one line>"}``. The check is bounded
   (``READINESS_TIMEOUT``): a readiness that hangs (a database that does not answer) is a 503
   saying so, within a second.
@@ -36,10 +37,14 @@ log = logging.getLogger(__name__)
 Readiness = Callable[[], Awaitable[str | None]]
 """Returns None when the process is ready to serve, else a one-line reason."""
 
+Degraded = Callable[[], str | None]
+"""Returns what a person should know about a ready process (e.g. rejected credentials)."""
+
 READINESS_TIMEOUT = 0.8  # seconds: /readyz answers within a second whatever the check does
 SHUTDOWN_TIMEOUT = 5.0  # seconds handlers get to finish when the server stops
 
 READINESS_KEY: web.AppKey[Readiness] = web.AppKey("readiness")
+DEGRADED_KEY: web.AppKey[Degraded] = web.AppKey("degraded")
 READINESS_TIMEOUT_KEY = web.AppKey("readiness_timeout", float)
 
 _MAX_REASON = 500
@@ -63,11 +68,16 @@ class Listening:
 
 
 def build_app(
-    readiness: Readiness, *, readiness_timeout: float = READINESS_TIMEOUT
+    readiness: Readiness,
+    *,
+    readiness_timeout: float = READINESS_TIMEOUT,
+    degraded: Degraded | None = None,
 ) -> web.Application:
-    """The application with the operational routes; add more routes before serving it."""
+    """The application with the operational routes; add more routes before serving it.
+    ``degraded`` adds a ``degraded`` line to a ready answer (still 200)."""
     app = web.Application()
     app[READINESS_KEY] = readiness
+    app[DEGRADED_KEY] = degraded or (lambda: None)
     app[READINESS_TIMEOUT_KEY] = readiness_timeout
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
@@ -88,7 +98,11 @@ async def _readyz(request: web.Request) -> web.Response:
     except Exception as e:  # a broken check is a reason to be unready, never a 500
         reason = f"readiness check failed: {type(e).__name__}: {e}"
     if reason is None:
-        return web.json_response({"status": "ready"})
+        body = {"status": "ready"}
+        with contextlib.suppress(Exception):
+            if note := request.app[DEGRADED_KEY]():
+                body["degraded"] = " ".join(str(note).split())[:_MAX_REASON]
+        return web.json_response(body)
     line = " ".join(str(reason).split())[:_MAX_REASON]
     return web.json_response({"status": "unavailable", "reason": line}, status=503)
 

@@ -203,7 +203,7 @@ async def test_concurrent_page_writes_are_followed_exactly(db: str) -> None:
 
     async def write(partition: int) -> None:
         rng = random.Random(partition)
-        async with partition_pass(pool, "r", f"t{partition}", "full", worker="w") as p:
+        async with partition_pass(pool, "r", f"t{partition}", "full") as p:
             for n in range(25):
                 await p.apply_page(digest_page(page_of(partition, n)))
                 await asyncio.sleep(rng.random() * 0.003)

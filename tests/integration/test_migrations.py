@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncpg
+import pytest
 
 from syncer.store.migrate import SCHEMA_REVISION, downgrade, head_revision, migrate
 
@@ -193,3 +194,24 @@ async def test_every_view_and_function_says_what_it_holds(db: str) -> None:
         assert [r[0] for r in silent] == []
     finally:
         await conn.close()
+
+
+async def test_feed_identity_is_one_row_and_differs_per_database(empty_db: str, db: str) -> None:
+    """Each migrated database gets its own epoch: cursors tell databases apart by it."""
+    await migrate(empty_db)
+    epochs = []
+    for dsn in (empty_db, db):
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch("SELECT epoch, pruned_through FROM ims.feed_meta")
+            assert len(rows) == 1 and rows[0]["pruned_through"] == 0
+            epochs.append(rows[0]["epoch"])
+            with pytest.raises(asyncpg.UniqueViolationError):
+                await conn.execute("INSERT INTO ims.feed_meta DEFAULT VALUES")
+            with pytest.raises(asyncpg.CheckViolationError):
+                await conn.execute(
+                    "INSERT INTO ims.feed_consumers (name, cursor, seq) VALUES ('bad name', '', 0)"
+                )
+        finally:
+            await conn.close()
+    assert epochs[0] != epochs[1]

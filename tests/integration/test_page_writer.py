@@ -12,6 +12,7 @@ import pytest
 
 from syncer.errors import PagingError
 from syncer.records import digest_page
+from syncer.store.leases import THIS_PROCESS, Replica
 from syncer.store.passes import PartitionBusy, partition_pass
 from syncer.store.pool import open_pool
 
@@ -58,7 +59,7 @@ async def pool(db: str) -> AsyncIterator[asyncpg.Pool]:
 async def sweep(
     pool: asyncpg.Pool, pages: list[list[dict[str, Any]]], mode: str = "full", threshold: int = 2
 ) -> Any:
-    async with partition_pass(pool, REGION, TYPE, mode, worker="test:1") as p:  # type: ignore[arg-type]
+    async with partition_pass(pool, REGION, TYPE, mode) as p:  # type: ignore[arg-type]
         for page in pages:
             await p.apply_page(digest_page(page))
         if mode == "full":
@@ -120,7 +121,7 @@ async def test_first_sweep_stores_every_field_and_creates_events(pool: asyncpg.P
         2,
         5,
         5,
-        "test:1",
+        THIS_PROCESS.worker,
     )
 
 
@@ -258,7 +259,7 @@ async def test_failed_pass_is_recorded_and_tombstones_nothing(pool: asyncpg.Pool
     page = [image(i) for i in range(1, 6)]
     await sweep(pool, [page], threshold=1)
     with pytest.raises(PagingError):
-        async with partition_pass(pool, REGION, TYPE, "full", worker="t") as p:
+        async with partition_pass(pool, REGION, TYPE, "full") as p:
             await p.apply_page(digest_page(page[:1]))
             raise PagingError("listing broke on page 2")
     run = await pool.fetchrow(
@@ -269,11 +270,11 @@ async def test_failed_pass_is_recorded_and_tombstones_nothing(pool: asyncpg.Pool
 
 
 async def test_one_pass_per_partition(pool: asyncpg.Pool) -> None:
-    async with partition_pass(pool, REGION, TYPE, "full", worker="a"):
+    async with partition_pass(pool, REGION, TYPE, "full", replica=Replica()):
         with pytest.raises(PartitionBusy):
-            async with partition_pass(pool, REGION, TYPE, "delta", worker="b"):
+            async with partition_pass(pool, REGION, TYPE, "delta", replica=Replica()):
                 pass
-        async with partition_pass(pool, REGION, "gold", "full", worker="c"):
+        async with partition_pass(pool, REGION, "gold", "full", replica=Replica()):
             pass  # another partition is free
 
 
@@ -283,7 +284,7 @@ async def test_orphaned_running_row_is_closed(pool: asyncpg.Pool) -> None:
         REGION,
         TYPE,
     )
-    async with partition_pass(pool, REGION, TYPE, "delta", worker="b"):
+    async with partition_pass(pool, REGION, TYPE, "delta"):
         pass
     rows = await pool.fetch("SELECT worker, outcome, error FROM ims.sync_runs ORDER BY id")
     assert rows[0]["outcome"] == "failed" and "gone:1" in rows[0]["error"]

@@ -39,6 +39,8 @@ async def reporter_dsn(pg_server: PgServer, db: str) -> str:
         "INSERT INTO ims.image_rows (region, image_id, image_type, raw, content_hash) VALUES ('r','x','gold','{}','')",
         "SELECT * FROM ims.image_rows",
         "SELECT * FROM ims.partitions",
+        "SELECT * FROM ims.feed_meta",
+        "INSERT INTO ims.feed_consumers (name, cursor, seq) VALUES ('x', 'c', 0)",
         "CREATE TABLE ims.mine (x int)",
         "DROP VIEW ims.current_images",
         "ALTER TABLE ims.image_events ADD COLUMN x int",
@@ -63,7 +65,13 @@ async def test_reader_can_select_the_surface(reporter_dsn: str) -> None:
     conn = await asyncpg.connect(reporter_dsn)
     try:
         assert await conn.fetchval("SELECT count(*) FROM ims.image_events") == 1
-        for view in ("ims.images", "ims.current_images", "ims.sync_runs", *REPORTING_VIEWS):
+        for view in (
+            "ims.images",
+            "ims.current_images",
+            "ims.sync_runs",
+            "ims.feed_consumers",
+            *REPORTING_VIEWS,
+        ):
             expected = 1 if view == "ims.status_transitions_daily" else 0  # the event above
             assert await conn.fetchval(f"SELECT count(*) FROM {view}") == expected, view
         assert await conn.fetchval("SELECT count(*) FROM ims.stuck_images()") == 0

@@ -95,7 +95,7 @@ async def test_a_lone_surrogate_is_replaced_and_noted(db: str) -> None:
     page = ImsClient(ApiSettings())._parse_page(body, None, region="r", partition="r/private")
     pool = await open_pool(db, size=2)
     try:
-        async with partition_pass(pool, "r", "private", "full", worker="t") as p:
+        async with partition_pass(pool, "r", "private", "full") as p:
             await p.apply_page(digest_page(page.images))
             assert p.counts.unfit == 1
         row = await pool.fetchrow("SELECT name, raw FROM ims.images WHERE image_id = 's1'")

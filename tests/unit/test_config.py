@@ -97,7 +97,23 @@ def test_good_config_and_env_overrides(tmp_path: Path) -> None:
             lambda t: "feed = 3\n" + t.replace("[feed]", "[feedx]"),
             "feed must be a table, got an integer",
         ),
+        (
+            lambda t: t.replace('token = ""', 'token = ""\nallow_insecure = "yes"'),
+            "feed.allow_insecure must be a boolean (true or false), got a string",
+        ),
+        (
+            lambda t: t.replace('token = ""', 'token = ""\nallow_insecure = 1'),
+            "feed.allow_insecure must be a boolean (true or false), got an integer",
+        ),
+        (
+            lambda t: t.replace('token = ""', 'token = ""\npool_size = true'),
+            "feed.pool_size must be an integer, got a boolean",
+        ),
         # out of range and bad values
+        (
+            lambda t: t.replace('token = ""', 'token = ""\nmax_streams = 0'),
+            "feed.max_streams must be between 1 and 100000, got 0",
+        ),
         (
             lambda t: t.replace("page_size = 500", "page_size = 0"),
             "api.page_size must be between 1 and 1000, got 0",
@@ -139,6 +155,18 @@ def test_good_config_and_env_overrides(tmp_path: Path) -> None:
 def test_bad_config_one_line(tmp_path: Path, change: object, expected: str) -> None:
     assert callable(change)
     assert expected in error_of(tmp_path, change(GOOD))
+
+
+def test_feed_keys(tmp_path: Path) -> None:
+    s = load(tmp_path, GOOD)
+    assert (s.feed.allow_insecure, s.feed.pool_size, s.feed.max_streams) == (False, 4, 2000)
+    s = load(
+        tmp_path,
+        GOOD.replace('token = ""', 'token = ""\nallow_insecure = true\npool_size = 2'),
+        {"SYNCER_FEED_TOKEN": "t0ken"},
+    )
+    assert (s.feed.allow_insecure, s.feed.pool_size, s.feed.token) == (True, 2, "t0ken")
+    assert "t0ken" not in repr(s)
 
 
 def test_bad_dsn_never_shows_password(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
+import syncer.feed.metrics  # noqa: F401 - the daemon's registry holds the feed's metrics too
 from syncer import metrics
 from syncer.config import ApiSettings, Credentials
 from syncer.errors import ApiError

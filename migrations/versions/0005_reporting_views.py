@@ -1,7 +1,7 @@
 """Reporting: views (and one function) for the questions reporting tools ask (docs/sql.md).
 
-Revision ID: 0003
-Revises: 0002
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-01
 
 Every object here reads only the SQL surface (ims.images, ims.current_images, ims.image_events,
@@ -12,8 +12,8 @@ ims.partitions themselves.
 
 from syncer.migrations.support import run_sql
 
-revision = "0003"
-down_revision = "0002"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
