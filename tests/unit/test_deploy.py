@@ -21,6 +21,7 @@ import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.metrics import MetricWrapperBase
 
+import syncer.feed.metrics  # the daemon's registry holds the feed's metrics too
 import syncer.metrics
 from syncer.config import settings_from_mapping
 from tests.integration.test_migrations import CONTRACT_EVENTS_COLUMNS
@@ -34,9 +35,6 @@ UNIT = DEPLOY / "systemd" / "syncer.service"
 NOT_EXPORTED_BY_SYNCER = {
     # synthesized by Prometheus for every scrape target (1 when the scrape succeeded)
     "up": {"job", "instance"},
-    # the feed's consumer lag, registered by syncer/feed/metrics.py (the change-feed work);
-    # drop this entry once `import syncer.metrics` registers it
-    "syncer_feed_consumer_lag_events": {"consumer"},
 }
 TARGET_LABELS = {"job", "instance", "pod", "namespace"}  # added by Prometheus' scrape config
 PROMQL_WORDS = {
@@ -79,10 +77,12 @@ def k8s_objects() -> dict[str, dict[str, Any]]:
 
 def exported_metrics() -> dict[str, set[str]]:
     """Every sample name the process exports (histogram _bucket/_sum/_count, counter _total)
-    → its label names; read from prometheus_client's default registry and syncer.metrics."""
+    → its label names; read from prometheus_client's default registry, as `syncer run` fills
+    it (syncer.metrics and syncer.feed.metrics)."""
     labels = {
         m._name: set(m._labelnames)
-        for m in vars(syncer.metrics).values()
+        for module in (syncer.metrics, syncer.feed.metrics)
+        for m in vars(module).values()
         if isinstance(m, MetricWrapperBase)
     }
     names: dict[str, set[str]] = {}

@@ -8,7 +8,8 @@ one upload queued since long ago and one killed image), then:
 * sweep 2: three uploads appear (``queued``), an active gold image disappears, one is renamed;
 * sweep 3: the three uploads are ``saving``; the vanished image is tombstoned (missed twice);
 * delta 4: one upload ``active``, one ``killed``, one stays ``saving`` (stuck); one partition
-  fails (HTTP 500), and fails again in a fifth pass of its own.
+  fails (HTTP 500), and fails again in a fifth pass of its own;
+* a feed consumer stores an offset five events behind the head.
 """
 
 from __future__ import annotations
@@ -78,6 +79,11 @@ async def play(env: Env) -> Scenario:
     again = await env.sync("delta", partitions=[FAILING], api={"max_attempts": 1})
     assert [r.outcome for r in again] == ["failed"]
 
+    # a feed consumer five events behind (as PUT /v1/consumers/{name} stores it)
+    await env.pool.execute(
+        "INSERT INTO ims.feed_consumers (name, cursor, seq) "
+        "SELECT 'billing', 'opaque', max(seq) - 5 FROM ims.image_events"
+    )
     run_id = await env.pool.fetchval(
         "SELECT sync_run_id FROM ims.image_events WHERE image_id = $1 AND kind = 'deleted'",
         deleted,

@@ -173,6 +173,8 @@ async def test_every_cookbook_query_runs_as_the_reader_and_answers(played: Playe
         midnight = datetime.combine(after.date(), time(), UTC)
         today = Counter(r["kind"] for r in feed if r["occurred_at"] >= midnight)
         assert {r["kind"]: r["events"] for r in answer("What changed today")} == dict(today)
+    (consumer,) = answer("Feed consumers and how far behind they are")
+    assert (consumer["name"], consumer["lag_events"]) == ("billing", 5)
     renames = answer("Renames and other updates")
     assert [(r["image_id"], r["field"], r["new_value"]) for r in renames] == [
         (s.renamed, "name", "renamed by its owner")
