@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 #: The revision this code reads and writes. Checked at start-up without importing alembic
 #: (half a second of every `syncer sync --once`); a test keeps it equal to alembic's head.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 
 # pg_advisory_lock(int, int) key of migrations (partition passes use 7_140_202).
 MIGRATION_LOCK = (7_140_203, 0)
@@ -47,6 +47,20 @@ SURFACE = (
     "ims.sync_runs",
     "ims.feed_consumers",
 )
+# Views and functions for reporting tools (docs/sql.md), built on the surface: SELECT on the
+# views, EXECUTE on the functions. Views run with their owner's rights, so granting them does
+# not open ims.image_rows or ims.partitions to the reader.
+REPORTING_VIEWS = (
+    "ims.live_image_counts",
+    "ims.status_transitions_daily",
+    "ims.images_in_progress",
+    "ims.killed_images",
+    "ims.deleted_images",
+    "ims.recently_deleted",
+    "ims.partition_freshness",
+    "ims.failing_partitions",
+)
+REPORTING_FUNCTIONS = ("ims.stuck_images(interval)",)
 
 
 @dataclass(frozen=True)
@@ -71,10 +85,32 @@ def alembic_config(dsn: str) -> Config:
     return cfg
 
 
-def grant_sql(role: str = READER_ROLE, surface: Sequence[str] = SURFACE) -> list[str]:
-    return [f"GRANT USAGE ON SCHEMA ims TO {role}"] + [
-        f"GRANT SELECT ON {t} TO {role}" for t in surface
-    ]
+def grant_sql(
+    role: str = READER_ROLE,
+    relations: Sequence[str] = SURFACE + REPORTING_VIEWS,
+    functions: Sequence[str] = REPORTING_FUNCTIONS,
+) -> list[str]:
+    return (
+        [f"GRANT USAGE ON SCHEMA ims TO {role}"]
+        + [f"GRANT SELECT ON {t} TO {role}" for t in relations]
+        + [f"GRANT EXECUTE ON FUNCTION {f} TO {role}" for f in functions]
+    )
+
+
+async def _present_grants(conn: asyncpg.Connection, role: str) -> list[str]:
+    """The grants of objects the schema has: a migration to an older revision (``revision=``)
+    lacks the newer ones."""
+    relations = await conn.fetchval(
+        "SELECT coalesce(array_agg(r ORDER BY o), '{}') FROM unnest($1::text[]) "
+        "WITH ORDINALITY AS t(r, o) WHERE to_regclass(r) IS NOT NULL",
+        [*SURFACE, *REPORTING_VIEWS],
+    )
+    functions = await conn.fetchval(
+        "SELECT coalesce(array_agg(f ORDER BY o), '{}') FROM unnest($1::text[]) "
+        "WITH ORDINALITY AS t(f, o) WHERE to_regprocedure(f) IS NOT NULL",
+        list(REPORTING_FUNCTIONS),
+    )
+    return grant_sql(role, relations, functions)
 
 
 async def schema_revision(conn: asyncpg.Connection | asyncpg.Pool) -> str | None:
@@ -98,23 +134,21 @@ async def ensure_reader_role(dsn: str, role: str = READER_ROLE) -> tuple[str, st
     conn = await connect(dsn)
     try:
         status = "present"
+        grants = await _present_grants(conn, role)
         if not await conn.fetchval("SELECT 1 FROM pg_roles WHERE rolname = $1", role):
             can = await conn.fetchval(
                 "SELECT rolsuper OR rolcreaterole FROM pg_roles WHERE rolname = current_user"
             )
             if not can:
-                sql = ";\n".join([f"CREATE ROLE {role} NOLOGIN", *grant_sql(role)]) + ";"
+                sql = ";\n".join([f"CREATE ROLE {role} NOLOGIN", *grants]) + ";"
                 return "missing", sql
             try:
                 await conn.execute(f"CREATE ROLE {role} NOLOGIN")
                 status = "created"
             except asyncpg.DuplicateObjectError:
                 pass  # another database's migration of this cluster created it meanwhile
-        # A database migrated to an older revision (`migrate(dsn, revision=...)`) lacks the
-        # newer objects of the surface: grant what exists.
-        present = [t for t in SURFACE if await conn.fetchval("SELECT to_regclass($1)", t)]
         async with conn.transaction():
-            for stmt in grant_sql(role, present):
+            for stmt in grants:
                 await conn.execute(stmt)
         return status, None
     except asyncpg.PostgresError as e:

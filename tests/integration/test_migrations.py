@@ -89,6 +89,13 @@ async def schema_fingerprint(conn: asyncpg.Connection) -> list[tuple[str, ...]]:
         UNION ALL
         SELECT 'trg', tgname, tgrelid::regclass::text, '' FROM pg_trigger
           WHERE tgrelid::regclass::text LIKE 'ims.%' AND NOT tgisinternal
+        UNION ALL
+        SELECT 'fn', p.oid::regprocedure::text, md5(p.prosrc), coalesce(p.proacl::text, '')
+          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = 'ims'
+        UNION ALL
+        SELECT 'view', c.relname, md5(pg_get_viewdef(c.oid)), coalesce(c.relacl::text, '')
+          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+          WHERE n.nspname = 'ims' AND c.relkind = 'v'
         ORDER BY 1, 2, 3, 4
         """
     )
@@ -165,6 +172,28 @@ async def test_code_expects_the_newest_revision(empty_db: str) -> None:
     assert head_revision() == SCHEMA_REVISION
     result = await migrate(empty_db)
     assert result.after == SCHEMA_REVISION
+
+
+async def test_every_view_and_function_says_what_it_holds(db: str) -> None:
+    """Reporting tools show these comments next to the names (COMMENT ON VIEW / FUNCTION)."""
+    conn = await asyncpg.connect(db)
+    try:
+        silent = await conn.fetch(
+            """
+            SELECT c.oid::regclass::text FROM pg_class c
+              JOIN pg_namespace n ON n.oid = c.relnamespace
+              WHERE n.nspname = 'ims' AND c.relkind = 'v'
+                AND coalesce(obj_description(c.oid, 'pg_class'), '') = ''
+            UNION ALL
+            SELECT p.oid::regprocedure::text FROM pg_proc p
+              JOIN pg_namespace n ON n.oid = p.pronamespace
+              WHERE n.nspname = 'ims' AND p.prorettype <> 'trigger'::regtype
+                AND coalesce(obj_description(p.oid, 'pg_proc'), '') = ''
+            """
+        )
+        assert [r[0] for r in silent] == []
+    finally:
+        await conn.close()
 
 
 async def test_feed_identity_is_one_row_and_differs_per_database(empty_db: str, db: str) -> None:

@@ -7,6 +7,7 @@ import uuid
 import asyncpg
 import pytest
 
+from syncer.store.migrate import READER_ROLE, REPORTING_FUNCTIONS, REPORTING_VIEWS, SURFACE
 from tests.conftest import PgServer
 
 
@@ -44,6 +45,11 @@ async def reporter_dsn(pg_server: PgServer, db: str) -> str:
         "DROP VIEW ims.current_images",
         "ALTER TABLE ims.image_events ADD COLUMN x int",
         "TRUNCATE ims.image_events",
+        "DROP VIEW ims.killed_images",
+        "CREATE OR REPLACE VIEW ims.live_image_counts AS SELECT 1 AS images",
+        "DROP FUNCTION ims.stuck_images(interval)",
+        "CREATE FUNCTION ims.mine() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "COMMENT ON VIEW ims.partition_freshness IS 'x'",
     ],
 )
 async def test_reader_cannot_write_or_alter(reporter_dsn: str, statement: str) -> None:
@@ -59,7 +65,52 @@ async def test_reader_can_select_the_surface(reporter_dsn: str) -> None:
     conn = await asyncpg.connect(reporter_dsn)
     try:
         assert await conn.fetchval("SELECT count(*) FROM ims.image_events") == 1
-        for view in ("ims.images", "ims.current_images", "ims.sync_runs", "ims.feed_consumers"):
-            assert await conn.fetchval(f"SELECT count(*) FROM {view}") == 0
+        for view in (
+            "ims.images",
+            "ims.current_images",
+            "ims.sync_runs",
+            "ims.feed_consumers",
+            *REPORTING_VIEWS,
+        ):
+            expected = 1 if view == "ims.status_transitions_daily" else 0  # the event above
+            assert await conn.fetchval(f"SELECT count(*) FROM {view}") == expected, view
+        assert await conn.fetchval("SELECT count(*) FROM ims.stuck_images()") == 0
+        assert await conn.fetchval("SELECT count(*) FROM ims.stuck_images('1 second')") == 0
+    finally:
+        await conn.close()
+
+
+async def test_reader_privileges_are_exactly_the_surface(db: str) -> None:
+    """SELECT on the surface and the reporting views, EXECUTE on the reporting functions; no
+    other table, view or sequence of ims, no other function, and nothing but SELECT."""
+    conn = await asyncpg.connect(db)
+    try:
+        readable = await conn.fetch(
+            "SELECT c.oid::regclass::text AS name, "
+            "  has_table_privilege($1, c.oid, 'INSERT, UPDATE, DELETE, TRUNCATE, REFERENCES, "
+            "TRIGGER') AS writes "
+            "FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE n.nspname = 'ims' AND c.relkind IN ('r', 'v', 'm', 'S', 'p', 'f') "
+            "  AND has_table_privilege($1, c.oid, 'SELECT')",
+            READER_ROLE,
+        )
+        assert {r["name"] for r in readable} == {*SURFACE, *REPORTING_VIEWS}
+        assert not any(r["writes"] for r in readable)
+        executable = await conn.fetch(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'ims' AND has_function_privilege($1, p.oid, 'EXECUTE')",
+            READER_ROLE,
+        )
+        # the trigger functions are PUBLIC by default but useless to a reader (they run only
+        # as triggers, on tables it cannot write); the reporting ones are granted explicitly
+        assert set(REPORTING_FUNCTIONS) <= {r[0] for r in executable}
+        public = await conn.fetch(
+            "SELECT p.oid::regprocedure::text FROM pg_proc p "
+            "JOIN pg_namespace n ON n.oid = p.pronamespace "
+            "WHERE n.nspname = 'ims' AND p.prorettype <> 'trigger'::regtype "
+            "  AND has_function_privilege('public', p.oid, 'EXECUTE')"
+        )
+        assert public == []
     finally:
         await conn.close()
