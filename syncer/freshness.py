@@ -14,11 +14,13 @@ no longer lists are shown as "not configured" and never make the status fail.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from syncer.store.status import PartitionRecord
+from syncer.store.status import PartitionRecord, RunRecord
 
 EXIT_OK = 0
 EXIT_STALE = 3  # some partition stale, none failing
@@ -121,3 +123,34 @@ def format_duration(seconds: float) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds / size:g}{unit}"
     return f"{seconds:g}s"
+
+
+def _run_json(run: RunRecord | None) -> dict[str, Any] | None:
+    if run is None:
+        return None
+    doc = dataclasses.asdict(run)
+    doc["seconds"] = run.seconds
+    return doc
+
+
+def health_json(h: PartitionHealth) -> dict[str, Any]:
+    """One partition as `syncer status --json` and the status page (GET /v1/status) show it
+    (datetimes as they are: the caller's JSON encoder writes them in ISO 8601)."""
+    r = h.record
+    return {
+        "region": h.region,
+        "image_type": h.image_type,
+        "state": h.state,
+        "configured": h.configured,
+        "stale": h.stale,
+        "failing": h.failing,
+        "problems": list(h.problems),
+        "live_images": r.live if r else 0,
+        "last_full_sweep_at": r.last_full_sweep_at if r else None,
+        "last_delta_at": r.last_delta_at if r else None,
+        "watermark": r.watermark if r else None,
+        "note": r.note if r else None,
+        "last_full": _run_json(r.last_full if r else None),
+        "last_delta": _run_json(r.last_delta if r else None),
+        "running": _run_json(r.running if r else None),
+    }

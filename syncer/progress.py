@@ -3,7 +3,6 @@ terminal (plain log lines otherwise) and a summary table at the end."""
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Sequence
 from datetime import UTC, datetime
@@ -17,7 +16,15 @@ from rich.table import Table
 
 from syncer.app import open_app
 from syncer.config import Settings
-from syncer.freshness import EXIT_OK, PartitionHealth, age, exit_status, format_duration, judge
+from syncer.freshness import (
+    EXIT_OK,
+    PartitionHealth,
+    age,
+    exit_status,
+    format_duration,
+    health_json,
+    judge,
+)
 from syncer.ims.authgate import CredentialHold
 from syncer.store.passes import Mode, PassCounts
 from syncer.store.pool import pool_session
@@ -175,7 +182,7 @@ async def show_status(
             "ok": code == EXIT_OK,
             "exit_status": code,
             "stale_after_seconds": stale_after,
-            "partitions": [_health_json(h) for h in health],
+            "partitions": [health_json(h) for h in health],
         }
         console.out(orjson.dumps(doc, default=str).decode(), highlight=False)
         return code
@@ -267,32 +274,3 @@ def _runs_table(runs: Sequence[dict[str, Any]]) -> Table:
             escape(run["worker"]),
         )
     return r
-
-
-def _run_json(run: RunRecord | None) -> dict[str, Any] | None:
-    if run is None:
-        return None
-    doc = dataclasses.asdict(run)
-    doc["seconds"] = run.seconds
-    return doc
-
-
-def _health_json(h: PartitionHealth) -> dict[str, Any]:
-    r = h.record
-    return {
-        "region": h.region,
-        "image_type": h.image_type,
-        "state": h.state,
-        "configured": h.configured,
-        "stale": h.stale,
-        "failing": h.failing,
-        "problems": list(h.problems),
-        "live_images": r.live if r else 0,
-        "last_full_sweep_at": r.last_full_sweep_at if r else None,
-        "last_delta_at": r.last_delta_at if r else None,
-        "watermark": r.watermark if r else None,
-        "note": r.note if r else None,
-        "last_full": _run_json(r.last_full if r else None),
-        "last_delta": _run_json(r.last_delta if r else None),
-        "running": _run_json(r.running if r else None),
-    }

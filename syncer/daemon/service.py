@@ -21,6 +21,7 @@ import logging
 import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -28,6 +29,7 @@ from syncer import metrics
 from syncer.config import Settings
 from syncer.daemon.membership import BACKOFF_MAX, BACKOFF_START, Membership
 from syncer.daemon.scheduler import PartitionScheduler
+from syncer.daemon.status import StatusReport
 from syncer.errors import DatabaseError
 from syncer.feed import Feed, check_listen
 from syncer.ims.client import ImsClient
@@ -37,7 +39,7 @@ from syncer.store.pool import SESSION_ERRORS, describe_session_error, sync_pool
 from syncer.store.status import ensure_schema, full_sweep_ages
 from syncer.sync.engine import PassResult, run_pass
 from syncer.sync.partitions import Partition, plan_partitions
-from syncer.web import build_app, serve
+from syncer.web import build_app, serve, status_routes
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +55,14 @@ class Daemon:
     scheduler: PartitionScheduler | None = None
     client: ImsClient | None = None
     feed: Feed | None = None
+    report: StatusReport | None = None
     stopping: bool = False
+
+    async def status(self) -> dict[str, Any]:
+        """The status page's document (GET /v1/status)."""
+        if self.membership is None or self.report is None:
+            raise DatabaseError("starting: waiting for the database")
+        return await self.report.read(self.membership.control)
 
     async def readiness(self) -> str | None:
         """None when ready: the database answers and the scheduler runs."""
@@ -132,7 +141,7 @@ async def run_daemon(
     check_listen(settings)
     stop = stop or asyncio.Event()
     feed = Feed(settings)
-    daemon = Daemon(settings, replica, feed=feed)
+    daemon = Daemon(settings, replica, feed=feed, report=StatusReport(settings, replica.worker))
     partitions = plan_partitions(settings)
     metrics.declare_partitions(partitions)
     s, db = settings.sync, settings.database
@@ -141,7 +150,8 @@ async def run_daemon(
         if handle_signals:
             await stack.enter_async_context(_signals(stop))
         app = build_app(daemon.readiness, degraded=daemon.degraded)
-        feed.install(app)  # its routes answer 503 until the feed runs (database up)
+        # its routes (and the status page's /v1/status) answer 503 until the feed runs
+        feed.install(app, routes=status_routes(daemon.status))
         await stack.enter_async_context(
             serve(app, settings.feed.host, settings.feed.port, shutdown_timeout=2.0)
         )

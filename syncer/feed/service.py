@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
 from aiohttp import web
@@ -100,13 +100,15 @@ class Feed:
             return self._listener.problem
         return None
 
-    def install(self, app: web.Application) -> None:
-        """Mount every /v1/ route on ``app``. When ``app``'s server shuts down, the feed's
-        streams and long-polls end first (promptly, and cleanly: a stream's client sees its
-        end and reconnects elsewhere)."""
-        from syncer.feed.http import routes
+    def install(self, app: web.Application, *, routes: Sequence[web.AbstractRouteDef] = ()) -> None:
+        """Mount every /v1/ route on ``app``, and ``routes`` beside them under the same guard
+        (bearer token, one-line JSON errors; the status page's ``/v1/status``). When ``app``'s
+        server shuts down, the feed's streams and long-polls end first (promptly, and cleanly:
+        a stream's client sees its end and reconnects elsewhere)."""
+        from syncer.feed.http import routes as feed_routes
 
-        sub = routes(self)
+        sub = feed_routes(self)
+        sub.router.add_routes(routes)
         sub.on_shutdown.append(self._server_shutdown)
         app.add_subapp("/v1/", sub)
 

@@ -1,5 +1,5 @@
-"""The daemon's HTTP server (aiohttp.web): operational routes now, the change feed's ``/v1/``
-and the status page ``/`` later, all on ``[feed].listen``."""
+"""The daemon's HTTP server (aiohttp.web): operational routes, the status page ``/``; the
+change feed adds ``/v1/``, all on ``[feed].listen``."""
 
 from syncer.web.server import (
     READINESS_TIMEOUT,
@@ -9,5 +9,15 @@ from syncer.web.server import (
     build_app,
     serve,
 )
+from syncer.web.status import StatusSource, status_routes
 
-__all__ = ["READINESS_TIMEOUT", "ListenError", "Listening", "Readiness", "build_app", "serve"]
+__all__ = [
+    "READINESS_TIMEOUT",
+    "ListenError",
+    "Listening",
+    "Readiness",
+    "StatusSource",
+    "build_app",
+    "serve",
+    "status_routes",
+]

@@ -1,7 +1,9 @@
-"""The HTTP server of ``syncer run``: ``/healthz``, ``/readyz``, ``/metrics``; room for more.
+"""The HTTP server of ``syncer run``: ``/healthz``, ``/readyz``, ``/metrics`` and the status
+page ``/``; room for more.
 
 ``build_app(readiness)`` makes the ``aiohttp.web.Application``; other layers add their routes
-to it before it is served (the change feed installs ``/v1/…``, a status page may take ``/``).
+to it before it is served (the change feed installs ``/v1/…``, with the status page's
+``/v1/status`` among them: see ``syncer.web.status``).
 ``serve(app, host, port)`` is an async context manager that listens while its block runs and,
 on the way out, closes every socket within ``shutdown_timeout`` — handlers still running then
 (long polls, event streams) are cancelled, so a stop never waits on a client.
@@ -16,6 +18,7 @@ Routes:
   saying so, within a second.
 * ``GET /metrics`` — prometheus-client's default registry in the Prometheus text format
   (OpenMetrics when the scraper's ``Accept`` asks for it), with the matching content type.
+* ``GET /`` — the status page for people (``syncer.web.status``).
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
 from syncer.errors import SyncerError
+from syncer.web.status import add_page
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +86,7 @@ def build_app(
     app.router.add_get("/healthz", _healthz)
     app.router.add_get("/readyz", _readyz)
     app.router.add_get("/metrics", _metrics)
+    add_page(app)
     return app
 
 
