@@ -391,7 +391,9 @@ class EmbeddedPostgres:
         return f"OS user {self._user.pw_name}" if self._user else "this user"
 
     def _popen_kwargs(self) -> dict[str, object]:
-        return {"preexec_fn": _die_with_parent, **_credentials(self._user)}
+        # Its own process group: a Ctrl-C at the terminal reaches the program that started the
+        # server (which then stops its own work before it stops the server), not the server.
+        return {"preexec_fn": _die_with_parent, "process_group": 0, **_credentials(self._user)}
 
     def start(self) -> EmbeddedPostgres:
         try:
