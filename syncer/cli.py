@@ -8,6 +8,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any, TypeVar
 
 import click
@@ -19,6 +20,7 @@ from syncer.config import Settings, load_settings, redact_dsn
 from syncer.errors import ConfigError, SyncerError
 
 T = TypeVar("T")
+DEMO_REGIONS = ("cn-north-4", "ap-southeast-1", "eu-west-101")  # as syncer.demo.REGIONS
 out = Console()
 err = Console(stderr=True)
 
@@ -331,13 +333,80 @@ def tail(
 
 
 @main.command()
-@click.option("--images-per-partition", default=2000, show_default=True, type=int)
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Stop by itself after this long (default: run until Ctrl-C or SIGTERM).",
+)
+@click.option(
+    "--images-per-partition",
+    default=300,
+    show_default=True,
+    type=click.IntRange(0, 100_000),
+    help="Images the simulator starts each partition with.",
+)
+@click.option(
+    "--change-rate",
+    default=0.2,
+    show_default=True,
+    type=click.FloatRange(0, 100),
+    help="The simulated catalog's changes per second per partition.",
+)
+@click.option(
+    "--regions",
+    default=",".join(DEMO_REGIONS),
+    show_default=True,
+    help="Comma-separated regions to simulate (four image types each).",
+)
+@click.option(
+    "--port",
+    default=0,
+    type=click.IntRange(0, 65535),
+    help="The daemon's HTTP port on 127.0.0.1 (status page, feed); default: a free one.",
+)
+@click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where the demo keeps its database and catalog between runs "
+    "(default: ~/.local/share/syncer/demo; as root /var/lib/syncer/demo).",
+)
+@click.option("--reset", is_flag=True, help="Forget the data of earlier runs first.")
+@click.option(
+    "--plain", is_flag=True, help="Plain progress lines even on a terminal (no live view)."
+)
 @funnel
-def demo(images_per_partition: int) -> None:
-    """Everything on this machine with no set-up: embedded PostgreSQL, the simulator, a sync."""
-    from syncer.demo import run_demo
+def demo(
+    duration: float | None,
+    images_per_partition: int,
+    change_rate: float,
+    regions: str,
+    port: int,
+    data_dir: Path | None,
+    reset: bool,
+    plain: bool,
+) -> None:
+    """Everything on this machine, live, with no set-up: a private PostgreSQL, the simulator
+    with a living catalog, the daemon with its change feed and status page. Ctrl-C stops it
+    all; running it again carries on with the same data."""
+    from syncer.demo import DemoOptions, run_demo
 
-    run_async(run_demo(out, images_per_partition=images_per_partition))
+    names = tuple(dict.fromkeys(r.strip() for r in regions.split(",") if r.strip()))
+    if not names:
+        fail("--regions: name at least one region", 2)
+    run_demo(
+        out,
+        DemoOptions(
+            data_dir=data_dir,
+            images_per_partition=images_per_partition,
+            change_rate=change_rate,
+            regions=names,
+            port=port,
+            duration=duration,
+            reset=reset,
+            live=False if plain else None,
+        ),
+    )
 
 
 def table(title: str, columns: list[str], rows: list[list[Any]]) -> Table:
