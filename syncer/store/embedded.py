@@ -583,10 +583,16 @@ class EmbeddedPostgres:
             if self._proc.poll() is not None:
                 self._proc = None
                 raise self._start_failure(log_offset)
-            # postmaster.pid's 8th line is the server's status ("ready" once it accepts connections)
+            # postmaster.pid's 8th line is the server's status ("ready" once it accepts
+            # connections) and its first the server's pid: a file left by a server that was
+            # killed (SIGKILL, a crash) says "ready" too, until this one replaces it
             with contextlib.suppress(OSError):
                 lines = (self.data / "postmaster.pid").read_text().splitlines()
-                if len(lines) >= 8 and lines[7].strip() == "ready":
+                if (
+                    len(lines) >= 8
+                    and lines[0].strip() == str(self._proc.pid)
+                    and lines[7].strip() == "ready"
+                ):
                     return
             time.sleep(0.05)
         raise EmbeddedServerError(

@@ -133,6 +133,28 @@ async def test_a_persistent_data_dir_is_reachable_and_reused(
         shutil.rmtree(data_dir, ignore_errors=True)
 
 
+async def test_a_server_killed_before_is_waited_for_on_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed server leaves postmaster.pid saying "ready": the next start waits for ITS
+    server (a demo killed with SIGKILL, then run again)."""
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path))
+    data_dir = persistent_data_dir(f"test-{uuid.uuid4().hex[:8]}")
+    try:
+        killed = EmbeddedPostgres(data_dir, durable=False).start()
+        assert killed._proc is not None
+        killed._proc.kill()
+        killed._proc.wait()
+        pid_file = (data_dir / "data" / "postmaster.pid").read_text().splitlines()
+        assert pid_file[7].strip() == "ready"  # what the next start must not believe
+        with EmbeddedPostgres(data_dir, durable=False) as pg:
+            conn = await asyncpg.connect(pg.dsn, timeout=5)
+            assert await conn.fetchval("SELECT pg_backend_pid() > 0")
+            await conn.close()
+    finally:
+        shutil.rmtree(data_dir, ignore_errors=True)
+
+
 def one_line(e: pytest.ExceptionInfo[EmbeddedServerError]) -> str:
     message = str(e.value)
     assert message and "\n" not in message
