@@ -33,6 +33,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -127,8 +128,6 @@ def run_demo(console: Console, options: DemoOptions) -> None:
 
 def _reset(data_dir: Path) -> None:
     """Forget the data of earlier runs (only what the demo itself put there)."""
-    import shutil
-
     shutil.rmtree(data_dir / "data", ignore_errors=True)
     for name in (SNAPSHOT, "postgres.log"):
         with contextlib.suppress(FileNotFoundError):
@@ -211,6 +210,7 @@ async def _run(
                 _catalog_saver(catalog, snapshot_path, n, generation),
                 _daemon(settings, sim) as daemon,
             ):
+                await _listening(settings.feed.port, daemon, stop)
                 _print_addresses(say, settings, pg.port)
                 counts = await _watch(console, options, settings, pg.dsn, stop, daemon)
         say(
@@ -222,6 +222,26 @@ async def _run(
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
+
+
+async def _listening(port: int, daemon: asyncio.Task[None], stop: asyncio.Event) -> None:
+    """Wait until the daemon's HTTP server answers /healthz (raise its error if it cannot
+    listen: someone else's server on the port must not pass for it), or until ``stop``."""
+    while not daemon.done() and not stop.is_set():
+        with contextlib.suppress(OSError, TimeoutError):
+            async with asyncio.timeout(1):
+                reader, writer = await asyncio.open_connection("127.0.0.1", port)
+                try:
+                    writer.write(b"GET /healthz HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                    answer = await reader.read(4096)
+                finally:
+                    writer.close()
+                status_line = answer.partition(b"\r\n")[0].split()
+                if status_line[1:2] == [b"200"] and answer.endswith(b'{"status": "ok"}'):
+                    return
+        await asyncio.wait([daemon], timeout=0.1)
+    if daemon.done():
+        daemon.result()
 
 
 def _print_addresses(say: Callable[[str], None], settings: Settings, pg_port: int) -> None:
