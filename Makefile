@@ -12,8 +12,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# make demo DEMO_ARGS="--duration 60 --reset": options of `syncer demo` (see its --help)
 demo: $(STAMP)
-	$(BIN)/python -m syncer demo
+	$(BIN)/python -m syncer demo $(DEMO_ARGS)
 
 test: $(STAMP) lint typecheck pytest
 

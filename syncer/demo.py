@@ -163,8 +163,8 @@ def _load_catalog(
     if loaded is not None:
         catalog, generation = loaded
         say(
-            f"simulator: catalog resumed from {path} (run {generation + 2}; "
-            f"{catalog.changes:,} changes since seed {SEED})"
+            f"simulator: catalog resumed from {path}, as the last run left it "
+            f"({catalog.changes:,} changes since seed {SEED})"
         )
         return catalog, generation + 1
     catalog = Catalog(

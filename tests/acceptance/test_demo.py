@@ -308,7 +308,9 @@ def test_demo_lives_until_interrupted_and_leaves_nothing_behind(
     # -- a second run (bounded) carries on with the same data --------------------------------
     again = Demo([*args, "--change-rate", "0", "--duration", "3"], env, private)
     try:
-        again.wait_for(r"simulator: catalog resumed from .*simulator-catalog\.json \(run 2;")
+        again.wait_for(
+            r"simulator: catalog resumed from .*simulator-catalog\.json, as the last run left it"
+        )
         sim = again.wait_for(r"IMS simulator on (http://127\.0\.0\.1:\d+)/")[1]
         listed = asyncio.run(list_simulator(sim))
         url = again.wait_for(r"status page\s+(http://127\.0\.0\.1:\d+)/")[1]
