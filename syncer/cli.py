@@ -343,7 +343,7 @@ def tail(
     "--images-per-partition",
     default=300,
     show_default=True,
-    type=click.IntRange(0, 100_000),
+    type=click.IntRange(0, 20_000),
     help="Images the simulator starts each partition with.",
 )
 @click.option(

@@ -262,16 +262,21 @@ async def _catalog_saver(
 ) -> AsyncIterator[None]:
     """Save the living catalog every SAVE_EVERY seconds and once more on the way out."""
 
-    def save() -> None:
-        try:
-            catalog_snapshot.save(path, catalog, images_per_partition, generation=generation)
-        except OSError as e:
-            log.warning("could not save the simulator's catalog", extra={"error": str(e)})
+    one_at_a_time = asyncio.Lock()  # so that an older snapshot never replaces a newer one
+
+    async def save() -> None:
+        async with one_at_a_time:
+            # taken in the event loop (where life changes the catalog), written in a thread
+            data = catalog_snapshot.dumps(catalog, images_per_partition, generation=generation)
+            try:
+                await asyncio.to_thread(catalog_snapshot.write, path, data)
+            except OSError as e:
+                log.warning("could not save the simulator's catalog", extra={"error": str(e)})
 
     async def every() -> None:
         while True:
             await asyncio.sleep(SAVE_EVERY)
-            save()
+            await asyncio.shield(save())  # a write under way finishes before the last one
 
     task = asyncio.create_task(every(), name="demo-catalog-saver")
     try:
@@ -280,7 +285,7 @@ async def _catalog_saver(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        save()
+        await save()
 
 
 @contextlib.asynccontextmanager

@@ -80,7 +80,12 @@ def dumps(catalog: Catalog, images_per_partition: int, *, generation: int = 0) -
 
 def save(path: Path, catalog: Catalog, images_per_partition: int, *, generation: int = 0) -> None:
     """Write the snapshot atomically."""
-    data = dumps(catalog, images_per_partition, generation=generation)
+    write(path, dumps(catalog, images_per_partition, generation=generation))
+
+
+def write(path: Path, data: bytes) -> None:
+    """Write ``data`` (from :func:`dumps`) to ``path`` atomically: a temporary sibling, synced,
+    renamed into place. Needs no catalog, so it may run in a thread while life goes on."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
