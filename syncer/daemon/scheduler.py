@@ -131,6 +131,19 @@ class PartitionScheduler:
             misfire_grace_time=max(1, int(interval)),
         )
 
+    def _retry_full(self, p: Partition) -> None:
+        delay = min(max(self.interval("delta"), 1.0), 30.0)
+        when = datetime.now(UTC) + timedelta(seconds=delay)
+        self.scheduler.add_job(
+            self._fire,
+            DateTrigger(when),
+            args=(p, "full"),
+            id=f"full:{p.name}:retry",
+            name=f"full {p.name} (retry)",
+            replace_existing=True,
+            misfire_grace_time=None,
+        )
+
     def _missed(self, event: JobExecutionEvent) -> None:
         what = (
             "missed its time; runs coalesced"
@@ -181,6 +194,10 @@ class PartitionScheduler:
         return None
 
     async def _fire(self, p: Partition, mode: Mode) -> None:
+        # A due full sweep waits for a delta of its partition running here (deltas are short);
+        # a due delta is skipped behind anything running (the next one comes soon).
+        while mode == "full" and (other := self.running.get(p)) is not None:
+            await asyncio.wait({other})
         reason = await self._reason_to_skip(p, mode)
         if reason is not None:
             log.debug("pass skipped", extra={"partition": p.name, "mode": mode, "reason": reason})
@@ -195,10 +212,14 @@ class PartitionScheduler:
                 self.holding += 1
                 metrics.set_leases_held(self.holding)
                 try:
-                    await self.run_pass(p, mode)
+                    result = await self.run_pass(p, mode)
                 finally:
                     self.holding -= 1
                     metrics.set_leases_held(self.holding)
+            if result.outcome == "busy" and mode == "full" and not self.stopping:
+                # Another replica holds the partition (a delta, most likely): a full sweep
+                # that was due must not wait a whole interval for that.
+                self._retry_full(p)
         except asyncio.CancelledError:
             if not self.stopping:
                 raise

@@ -199,3 +199,24 @@ async def test_sigkill_mid_sweep_then_a_restart_closes_the_orphan(
     )
     assert closed and all("replica gone" in r["error"] for r in closed)
     await assert_events_replay_to_the_state(conn)
+
+
+async def test_every_stale_partition_gets_its_start_up_sweep(
+    tmp_path: Path, db: str, sim: Simulator, conn: asyncpg.Connection
+) -> None:
+    """With hourly full sweeps, the sweep due at start must not be lost behind a delta that
+    took the partition first (deltas every second race it on every partition)."""
+    d = await daemon(tmp_path, db, sim, full_interval="1h", delta_interval="1s").start()
+    try:
+        await d.wait_ready()
+        await until(
+            lambda: conn.fetchval(
+                "SELECT count(DISTINCT (region, image_type)) = 8 FROM ims.sync_runs"
+                " WHERE mode = 'full' AND outcome = 'ok'"
+            ),
+            60,
+            "a complete full sweep of every partition",
+        )
+    finally:
+        rc, _ = await d.stop()
+    assert rc == 0, d.log()[-2000:]

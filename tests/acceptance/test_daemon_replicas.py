@@ -12,7 +12,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from syncer.simulator import Catalog, Simulator
+from syncer.simulator import Catalog, FaultRule, Simulator
 from tests.daemon_env import (
     Daemon,
     assert_events_replay_to_the_state,
@@ -29,7 +29,9 @@ PARTITIONS = 8
 @pytest.fixture
 async def sim() -> AsyncIterator[Simulator]:
     catalog = Catalog(regions=REGIONS, images_per_partition=120, seed=5)
-    async with Simulator(catalog, change_rate=0.2, seed=5) as s:
+    # slow pages: a pass lasts long enough to be caught running when the victim is killed
+    slow = [FaultRule("slow", with_marker=True, delay=0.3)]
+    async with Simulator(catalog, change_rate=0.2, seed=5, faults=slow) as s:
         yield s
 
 
