@@ -38,8 +38,8 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from syncer import metrics
-from syncer.config import ApiSettings, Credentials
-from syncer.errors import ApiError, AuthError, MalformedResponse
+from syncer.config import ApiSettings, Credentials, tls_context
+from syncer.errors import ApiError, AuthError, ConfigError, MalformedResponse
 from syncer.ims import signer
 from syncer.ims.authgate import Admission, CredentialGate, CredentialHold
 from syncer.ims.backoff import Backoff, parse_retry_after
@@ -132,7 +132,11 @@ class ImsClient:
 
     async def __aenter__(self) -> ImsClient:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.api.max_concurrency)  # TLS verified
+            try:  # verified always: the system's CA store, plus api.ca_file when given
+                context = tls_context(self.api.ca_file)
+            except OSError as e:  # ssl.SSLError included
+                raise ConfigError(f"api.ca_file {self.api.ca_file!r} cannot be used: {e}") from None
+            connector = aiohttp.TCPConnector(limit=self.api.max_concurrency, ssl=context)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, raise_for_status=False
             )
@@ -290,8 +294,12 @@ class ImsClient:
             except aiohttp.InvalidURL:
                 raise EndpointError("invalid URL for the IMS endpoint") from None
             except aiohttp.ClientConnectorCertificateError as e:
+                reason = getattr(e.certificate_error, "verify_message", None) or _describe(
+                    e.certificate_error
+                )
                 raise EndpointError(
-                    f"TLS certificate verification failed: {_describe(e)}"
+                    f"TLS certificate of {URL(url).host} refused: {reason} (a private CA is "
+                    "trusted with api.ca_file)"
                 ) from None
             except aiohttp.ClientError as e:
                 raise ApiError(f"connection failed: {_describe(e)}") from None

@@ -9,6 +9,7 @@ import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ import orjson
 import pytest
 
 from syncer.config import ApiSettings, Credentials
-from syncer.errors import ApiError, AuthError, MalformedResponse
+from syncer.errors import ApiError, AuthError, ConfigError, MalformedResponse
 from syncer.ims import signer
 from syncer.ims.client import EndpointError, ImsClient, ListPage
 from tests.scripted_ims import Answer, ScriptedIms, Seen, gateway_error, ims_error, queue
@@ -393,33 +394,71 @@ async def test_unreachable_server_gives_up_after_max_attempts() -> None:
     assert len(sleeps.calls) == 2
 
 
+@dataclass(frozen=True)
+class SelfSigned:
+    context: ssl.SSLContext  # the server's
+    cert: Path  # its certificate (PEM): a CA bundle of one
+
+
 @pytest.fixture
-def self_signed(tmp_path: Path) -> ssl.SSLContext:
-    """A server TLS context with a certificate nobody trusts."""
+def self_signed(tmp_path: Path) -> SelfSigned:
+    """A server TLS context with a certificate for 127.0.0.1 that nobody trusts."""
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    return context
+    return SelfSigned(context, cert)
 
 
 async def test_untrusted_tls_certificate_is_refused_without_retry(
-    self_signed: ssl.SSLContext,
+    self_signed: SelfSigned,
 ) -> None:
-    context = self_signed
     sleeps = Sleeps()
-    async with ScriptedIms(queue(then=Answer(200, PAGE)), ssl_context=context) as server:
+    async with ScriptedIms(
+        queue(then=Answer(200, PAGE)), ssl_context=self_signed.context
+    ) as server:
         async with client(server, sleeps) as c:
-            with pytest.raises(EndpointError, match="certificate") as raised:
+            with pytest.raises(EndpointError) as raised:
                 await list_once(c)
         assert server.seen == []  # verification stays on: nothing was sent
     assert sleeps.calls == [] and not raised.value.transient
+    line = str(raised.value)
+    assert "\n" not in line and line.startswith(f"partition {PARTITION}: ")
+    assert "TLS certificate of 127.0.0.1 refused: self-signed certificate" in line
+    assert "api.ca_file" in line
+
+
+async def test_a_private_ca_is_trusted_with_ca_file(self_signed: SelfSigned) -> None:
+    """The same server, its certificate given as api.ca_file: accepted, for IMS and IAM."""
+    handler = queue(
+        Answer(201, {"token": {}}, headers={"X-Subject-Token": "MIIprivateca" + "t" * 40}),
+        then=Answer(200, PAGE),
+    )
+    async with ScriptedIms(handler, ssl_context=self_signed.context) as server:
+        credentials = creds(domain="d", username="u", password=PASSWORD)
+        c = client(server, auth="token", credentials=credentials, ca_file=str(self_signed.cert))
+        async with c:
+            page = await list_once(c)
+        assert [s.path for s in server.seen] == [
+            f"/iam/{REGION}/v3/auth/tokens",
+            f"/{REGION}/v2/cloudimages",
+        ]
+    assert page.images == PAGE["images"]
+
+
+async def test_a_ca_file_that_went_away_is_a_config_error(self_signed: SelfSigned) -> None:
+    async with ScriptedIms() as server:
+        api = settings(server, ca_file=str(self_signed.cert.with_name("gone.pem")))
+        with pytest.raises(ConfigError, match=r"api\.ca_file .*gone\.pem.* cannot be used"):
+            async with ImsClient(api, creds()):
+                pass
 
 
 async def test_gives_up_after_max_attempts_with_the_facts(ims: ScriptedIms) -> None:
