@@ -74,6 +74,9 @@ class ApiSettings:
     # TLS is always verified; a private CA is trusted by naming its PEM file (in addition to
     # the system's store). There is no switch that turns verification off.
     ca_file: str | None = None
+    # An answer larger than this (decompressed) fails its request: a real 1,000-image page is
+    # 2-3 MB, so the default leaves ten times that.
+    max_answer_bytes: int = 32 * 1024 * 1024
 
     def url_for(self, region: str) -> str:
         """The full listing URL for one region."""
@@ -246,6 +249,7 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "auth_holdback": str,
         "auth_holdback_max": str,
         "ca_file": str,
+        "max_answer_bytes": int,
     },
     "sync": {
         "regions": list,
@@ -498,6 +502,9 @@ def settings_from_mapping(
         auth_holdback=r.duration("api", "auth_holdback", 60.0),
         auth_holdback_max=r.duration("api", "auth_holdback_max", 1800.0),
         ca_file=_ca_file(r, base),
+        max_answer_bytes=r.int_in(
+            "api", "max_answer_bytes", ApiSettings.max_answer_bytes, 1 << 20, 1 << 30
+        ),
     )
     if api.request_timeout <= 0:
         raise r.fail("api.request_timeout", f"must be positive, got {api.request_timeout}")

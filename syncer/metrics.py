@@ -47,6 +47,11 @@ IMS_REQUEST_SECONDS = Histogram(
     ["region"],
     buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+IMS_OVERSIZED = Counter(
+    "syncer_ims_oversized_answers",
+    "IMS or IAM answers refused for being larger than api.max_answer_bytes, by region.",
+    ["region"],
+)
 IAM_REQUESTS = Counter(
     "syncer_iam_token_requests",
     "IAM token requests (password logins for token auth), by region and HTTP status.",
@@ -144,6 +149,10 @@ def observe_iam_request(region: str, status: int | str) -> None:
 
 def observe_throttled(region: str) -> None:
     IMS_THROTTLED.labels(region).inc()
+
+
+def observe_oversized_answer(region: str) -> None:
+    IMS_OVERSIZED.labels(region).inc()
 
 
 def observe_retry(region: str, reason: str) -> None:

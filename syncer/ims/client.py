@@ -13,6 +13,7 @@ What it does for every listing request (see docs/client.md):
 * lets a credential not yet proven good send ONE request at a time, and holds a rejected one
   back (no request sent) for a growing delay (``authgate.CredentialGate``);
 * counts requests, retries, throttling and latency in ``syncer.metrics``;
+* refuses an answer larger than ``api.max_answer_bytes`` (``AnswerTooLarge``, not retried);
 * maps every failure to ``ApiError`` / ``AuthError`` / ``MalformedResponse`` carrying status,
   code, message, request id, region and partition, and never a secret.
 """
@@ -71,6 +72,10 @@ class EndpointError(ApiError):
     @property
     def transient(self) -> bool:
         return False
+
+
+class AnswerTooLarge(MalformedResponse):
+    """An answer larger than ``api.max_answer_bytes``: not retried (it would not shrink)."""
 
 
 @dataclass(slots=True)
@@ -283,9 +288,12 @@ class ImsClient:
                     allow_redirects=False,
                     timeout=self._timeout,
                 ) as response:
-                    raw = await response.read()
+                    raw = await self._read_capped(response, region)
                     reply = _Reply(response.status, response.reason or "", response.headers, raw)
                     status = reply.status
+            except AnswerTooLarge as e:
+                status = e.status or "error"
+                raise
             except TimeoutError:
                 status = "timeout"
                 raise ApiError(
@@ -312,6 +320,37 @@ class ImsClient:
             if _report(ticket, reply):
                 metrics.observe_throttled(region)
             return reply
+
+    async def _read_capped(self, response: aiohttp.ClientResponse, region: str) -> bytes:
+        """The whole body, unless it is larger than ``api.max_answer_bytes`` (as declared by
+        Content-Length, or counted while reading, decompressed): then AnswerTooLarge, and the
+        connection is closed rather than drained."""
+        cap = self.api.max_answer_bytes
+        declared = response.content_length
+        size = 0
+        if declared is None or declared <= cap:
+            chunks: list[bytes] = []
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+                if size > cap:
+                    break
+                chunks.append(chunk)
+            else:
+                return b"".join(chunks)
+        response.close()
+        metrics.observe_oversized_answer(region)
+        how = (
+            f"{declared:,} bytes (Content-Length)"
+            if declared is not None and declared > cap
+            else f"more than {cap:,} bytes ({size:,} read before giving up)"
+        )
+        request_id = response.headers.get("X-Request-Id")
+        raise AnswerTooLarge(
+            f"answer of {how} exceeds api.max_answer_bytes ({cap:,}); not retried: it would "
+            "not shrink",
+            status=response.status,
+            request_id=self._redact(request_id.strip()[:_MAX_REQUEST_ID]) if request_id else None,
+        )
 
     def _listing_headers(self, region: str, url: str, token: str | None) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}

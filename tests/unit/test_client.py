@@ -18,11 +18,12 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from syncer.config import ApiSettings, Credentials
 from syncer.errors import ApiError, AuthError, ConfigError, MalformedResponse
 from syncer.ims import signer
-from syncer.ims.client import EndpointError, ImsClient, ListPage
+from syncer.ims.client import AnswerTooLarge, EndpointError, ImsClient, ListPage
 from tests.scripted_ims import Answer, ScriptedIms, Seen, gateway_error, ims_error, queue
 
 AK = "AKSECRET1234567890"
@@ -725,3 +726,56 @@ async def test_use_without_opening_is_an_error(ims: ScriptedIms) -> None:
         pass
     with pytest.raises(RuntimeError, match="not open"):
         await list_once(c)
+
+
+# ---- the answer size cap ---------------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+def big_page(size: int) -> bytes:
+    """A valid page of about ``size`` bytes (one image with a long name)."""
+    obj = {"id": "big", "created_at": "2024-01-01T00:00:00Z", "name": "n" * size}
+    return orjson.dumps({"images": [obj], "page_info": {}})
+
+
+def oversized() -> float:
+    return REGISTRY.get_sample_value("syncer_ims_oversized_answers_total", {"region": REGION}) or 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "how"),
+    [
+        (Answer(200, body=big_page(3 * MIB)), "answer of 3,145,8"),  # Content-Length
+        (Answer(200, body=big_page(3 * MIB), chunked=True), "answer of more than 2,097,152 bytes"),
+        # 3 MiB decoded from a few KiB on the wire: counted as decoded
+        (Answer(200, body=big_page(3 * MIB), chunked=True, gzip=True), "more than 2,097,152"),
+        (Answer(503, body=b"x" * 3 * MIB), "answer of 3,145,728 bytes (Content-Length)"),
+    ],
+)
+async def test_an_answer_over_the_cap_fails_once_without_retry(
+    ims: ScriptedIms, answer: Answer, how: str
+) -> None:
+    ims.handler = queue(answer, then=Answer(200, PAGE))
+    sleeps = Sleeps()
+    before = oversized()
+    async with client(ims, sleeps, max_answer_bytes=2 * MIB) as c:
+        with pytest.raises(AnswerTooLarge) as raised:
+            await list_once(c)
+        assert (await list_once(c)).images == PAGE["images"]  # the client carries on
+    e = raised.value
+    assert isinstance(e, MalformedResponse) and not e.transient
+    assert len(ims.seen) == 2 and sleeps.calls == []  # not retried: it would not shrink
+    assert (e.status, e.partition, e.request_id) == (answer.status, PARTITION, "req-1")
+    line = str(e)
+    assert "\n" not in line and how in line, line
+    assert "exceeds api.max_answer_bytes (2,097,152)" in line
+    assert oversized() == before + 1
+
+
+async def test_an_answer_at_the_cap_is_read(ims: ScriptedIms) -> None:
+    body = big_page(2 * MIB - 200)
+    ims.handler = queue(Answer(200, body=body + b" " * (2 * MIB - len(body)), chunked=True))
+    async with client(ims, max_answer_bytes=2 * MIB) as c:
+        page = await list_once(c)
+    assert len(page.images[0]["name"]) == 2 * MIB - 200

@@ -248,3 +248,15 @@ def test_credentials_never_go_over_plain_http_off_the_machine(
         assert f"api.{key} is plain http" in line and "unencrypted" in line
     else:
         assert getattr(load(tmp_path, text).api, key) == url
+
+
+def test_answer_cap_key(tmp_path: Path) -> None:
+    assert load(tmp_path, GOOD).api.max_answer_bytes == 32 * 1024 * 1024
+    s = load(
+        tmp_path, GOOD.replace("page_size = 500", "page_size = 500\nmax_answer_bytes = 4194304")
+    )
+    assert s.api.max_answer_bytes == 4 * 1024 * 1024
+    line = error_of(
+        tmp_path, GOOD.replace("page_size = 500", "page_size = 500\nmax_answer_bytes = 10")
+    )
+    assert "api.max_answer_bytes must be between 1048576 and 1073741824, got 10" in line
