@@ -127,6 +127,12 @@ LAST_FAILURE = Gauge(
 
 # ---- the daemon -------------------------------------------------------------------------------
 
+HTTP_REFUSED = Counter(
+    "syncer_http_requests_refused",
+    "Requests the daemon's HTTP server refused before any route saw them (malformed, or a "
+    "request line or header over 8190 bytes, or more than 128 headers), by HTTP status.",
+    ["status"],
+)
 LEASES_HELD = Gauge("syncer_leases_held", "Partition leases this replica holds right now.")
 DATABASE_UP = Gauge(
     "syncer_database_up", "1 when the last database check of this process succeeded, else 0."
@@ -248,6 +254,10 @@ def declare_partitions(partitions: Iterable[tuple[str, str]]) -> None:
 def set_last_full_sweep(region: str, image_type: str, started_at: float) -> None:
     """Seed the gauge from the database (``ims.partitions.last_full_sweep_at``) at start."""
     LAST_FULL_SWEEP.labels(region, image_type).set(started_at)
+
+
+def observe_http_refusal(status: int) -> None:
+    HTTP_REFUSED.labels(str(status)).inc()
 
 
 def set_leases_held(n: int) -> None:
