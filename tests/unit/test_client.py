@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
@@ -30,6 +31,7 @@ AK = "AKSECRET1234567890"
 SK = "SKSECRET0987654321abcdef"
 TOKEN = "TOKSECRET-static-token-value"
 PASSWORD = "PWSECRET-hunter2"
+SK_WITH_SPACES = 'SKSECRET  with "quotes"/+ and  spaces'
 PROJECT = "0123456789abcdef0123456789abcdef"
 REGION = "cn-north-4"
 PARTITION = "cn-north-4/private"
@@ -614,6 +616,40 @@ async def test_no_secret_in_errors_or_logs(
         for secret in (AK, SK, TOKEN, PASSWORD, "Authorization", "SDK-HMAC-SHA256"):
             assert secret not in text
     assert "***" in str(raised.value)
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # the snippet of a non-JSON body is its first 120 characters
+        Answer(401, body=b"x" * 100 + f" Access={AK} rejected".encode()),
+        Answer(401, body=b"x" * 105 + f" token {TOKEN}".encode()),
+        # a message is cut at 300 characters
+        gateway_error(401, "APIGW.0301", "y" * 280 + f" password {PASSWORD}"),
+        ims_error(403, "IMG.0001", "z" * 290 + " token " + orjson.dumps(TOKEN).decode()),
+        # collapsing whitespace must not hide a secret from redaction
+        gateway_error(401, "APIGW.0301", f"tab\t{SK_WITH_SPACES} rejected"),
+        # a secret as the gateway may echo it: URL-encoded, JSON-escaped
+        Answer(401, body=f"ak={quote(SK_WITH_SPACES, safe='')}".encode()),
+        gateway_error(401, "APIGW.0301", orjson.dumps(SK_WITH_SPACES).decode()),
+    ],
+)
+async def test_no_piece_of_an_echoed_secret_survives_truncation(
+    ims: ScriptedIms, answer: Answer
+) -> None:
+    """Redaction comes before cutting and collapsing: a message cut in the middle of a secret
+    must not keep its first half."""
+    ims.handler = queue(then=answer)
+    credentials = Credentials(
+        ak=AK, sk=SK_WITH_SPACES, token=TOKEN, password=PASSWORD, project_id=PROJECT
+    )
+    async with client(ims, credentials=credentials) as c:
+        with pytest.raises(ApiError) as raised:
+            await list_once(c)
+    text = str(raised.value)
+    for secret in (AK, SK_WITH_SPACES, TOKEN, PASSWORD):
+        for piece in {secret[i : i + 8] for i in range(len(secret) - 7)}:
+            assert piece not in text, (piece, text)
 
 
 async def test_each_retry_logged_once_with_structured_fields(
