@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from syncer.errors import ConfigError
 
@@ -160,12 +160,8 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Every secret value of this configuration, for the log redactor (syncer.logs)."""
         c = self.credentials
-        try:
-            dsn_password = urlsplit(self.database.dsn).password or ""
-        except ValueError:
-            dsn_password = ""
-        values = (c.ak, c.sk, c.token, c.password, self.feed.token, dsn_password)
-        return tuple(v for v in values if v)
+        values = (c.ak, c.sk, c.token, c.password, self.feed.token)
+        return tuple(v for v in values if v) + dsn_passwords(self.database.dsn)
 
     def require_credentials(self) -> None:
         """Fail early, in one line, when the chosen auth mode lacks what it needs."""
@@ -213,16 +209,37 @@ def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
     return context
 
 
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+_KEYWORD_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)")
+
+
 def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced by ``***``."""
+    """The DSN with any password replaced by ``***``: in the URL's user part, in its query
+    (``?password=``, which the driver accepts too), or in a libpq ``key=value`` string."""
+    if "://" not in dsn:
+        return _KEYWORD_PASSWORD.sub(r"\1***", dsn)
     try:
         parts = urlsplit(dsn)
     except ValueError:
         return "<unparseable dsn>"
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
         return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def dsn_passwords(dsn: str) -> tuple[str, ...]:
+    """Every password a DSN holds (user part or query), as written and percent-decoded."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return ()
+    found = [parts.password or ""]
+    found += [m.group(0).split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(parts.query)]
+    return tuple({form for p in found if p for form in (p, unquote(p))})
 
 
 # --------------------------------------------------------------------------- loading

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from syncer import metrics
-from syncer.config import Settings
+from syncer.config import Settings, redact_dsn
 from syncer.daemon.membership import BACKOFF_MAX, BACKOFF_START, Membership
 from syncer.daemon.scheduler import PartitionScheduler
 from syncer.errors import DatabaseError
@@ -136,7 +136,7 @@ async def run_daemon(
     partitions = plan_partitions(settings)
     metrics.declare_partitions(partitions)
     s, db = settings.sync, settings.database
-    where = settings.database.dsn
+    where = redact_dsn(settings.database.dsn)
     async with contextlib.AsyncExitStack() as stack:
         if handle_signals:
             await stack.enter_async_context(_signals(stop))

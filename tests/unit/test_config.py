@@ -260,3 +260,35 @@ def test_answer_cap_key(tmp_path: Path) -> None:
         tmp_path, GOOD.replace("page_size = 500", "page_size = 500\nmax_answer_bytes = 10")
     )
     assert "api.max_answer_bytes must be between 1048576 and 1073741824, got 10" in line
+
+
+@pytest.mark.parametrize(
+    ("dsn", "redacted", "secrets"),
+    [
+        ("postgresql://u:p%40ss@h:5/d", "postgresql://u:***@h:5/d", {"p%40ss", "p@ss"}),
+        (
+            "postgresql://u@h/d?sslmode=require&password=s%23cret",
+            "postgresql://u@h/d?sslmode=require&password=***",
+            {"s%23cret", "s#cret"},
+        ),
+        (
+            "postgresql://u:pw1@h/d?Password=pw2",
+            "postgresql://u:***@h/d?Password=***",
+            {"pw1", "pw2"},
+        ),
+        ("host=db user=u password=secret dbname=d", "host=db user=u password=*** dbname=d", set()),
+        ("host=db password='se cret' dbname=d", "host=db password=*** dbname=d", set()),
+        ("postgresql://u@h/d?sslmode=require", "postgresql://u@h/d?sslmode=require", set()),
+    ],
+)
+def test_every_dsn_password_is_redacted_and_registered(
+    tmp_path: Path, dsn: str, redacted: str, secrets: set[str]
+) -> None:
+    assert redact_dsn(dsn) == redacted
+    if dsn.startswith("postgresql://"):
+        s = load(tmp_path, GOOD.replace("postgresql://syncer:pw@127.0.0.1:5432/syncer", dsn))
+        assert set(s.secrets()) == secrets
+        assert not any(secret in repr(s) for secret in secrets)
+    else:  # refused, without the password
+        line = error_of(tmp_path, GOOD.replace("postgresql://syncer:pw@127.0.0.1:5432/syncer", dsn))
+        assert "must start with postgresql://" in line and "secret" not in line
