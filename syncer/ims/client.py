@@ -620,9 +620,11 @@ class ImsClient:
         return text
 
     def _clean(self, text: str, limit: int) -> str:
-        """Server-provided text for an error: redacted FIRST, then on one line and cut (a cut
-        or a collapsed space in the middle of a secret would hide it from redaction)."""
-        return " ".join(self._redact(text).split())[:limit]
+        """Server-provided text for an error: redacted FIRST — this client's secrets, then the
+        log scrubber's (the process's secrets and secret-shaped text: a signature, a bearer
+        token) — then on one line and cut (a cut or a collapsed space in the middle of a secret
+        would hide it from redaction)."""
+        return " ".join(logs.REDACTOR(self._redact(text)).split())[:limit]
 
     def _require_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

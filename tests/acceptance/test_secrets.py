@@ -494,7 +494,10 @@ async def test_no_secret_leaves_the_process(tmp_path: Path, scratch: Path) -> No
                     run(captured, "sync, echoing gateway, static token", "--config",
                         str(echo_static), "sync", "--once", env=environment(**STATIC_ENV)),
                 )  # fmt: skip
-                assert codes[:2] == [0, 0] and all(c != 0 for c in codes[2:]), codes
+                assert codes[:2] == [0, 0] and all(c != 0 for c in codes[2:]), (
+                    codes,
+                    {k: v[-2000:] for k, v in captured.texts.items() if "sync aksk" in k},
+                )
                 assert "password=***" in captured.texts["migrate, password in the query: stdout"]
                 assert "HTTP 401" in captured.texts["sync wrong sk: stdout"]
                 assert "authentication failed" in captured.texts["sync wrong dsn password: stderr"]

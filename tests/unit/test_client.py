@@ -652,6 +652,18 @@ async def test_no_piece_of_an_echoed_secret_survives_truncation(
             assert piece not in text, (piece, text)
 
 
+async def test_an_echoed_signature_is_masked(ims: ScriptedIms) -> None:
+    async def echo(seen: Seen) -> Answer:
+        return gateway_error(401, "APIGW.0301", f"bad: {seen.headers['Authorization']}")
+
+    ims.handler = echo
+    async with client(ims) as c:
+        with pytest.raises(AuthError) as raised:
+            await list_once(c)
+    assert "Access=***" in str(raised.value) and "Signature=***" in str(raised.value)
+    assert AK not in str(raised.value)
+
+
 async def test_each_retry_logged_once_with_structured_fields(
     ims: ScriptedIms, caplog: pytest.LogCaptureFixture
 ) -> None:
