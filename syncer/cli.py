@@ -41,7 +41,9 @@ class Ctx:
 
 
 def fail(message: str, code: int = 1) -> None:
-    err.print(f"syncer: {message}", markup=False, highlight=False, soft_wrap=True)
+    # scrubbed like a log line: whatever an error carries, no secret reaches the terminal
+    line = logs.REDACTOR(" ".join(message.split()))
+    err.print(f"syncer: {line}", markup=False, highlight=False, soft_wrap=True)
     sys.exit(code)
 
 

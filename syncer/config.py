@@ -7,14 +7,16 @@ Secrets (AK/SK, passwords, tokens) come only from the environment and never appe
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
+import ssl
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from syncer.errors import ConfigError
 
@@ -69,6 +71,12 @@ class ApiSettings:
     iam_endpoint: str = "https://iam.{region}.myhuaweicloud.com"
     auth_holdback: float = 60.0  # a rejected credential's first hold-back (doubles each time)
     auth_holdback_max: float = 1800.0
+    # TLS is always verified; a private CA is trusted by naming its PEM file (in addition to
+    # the system's store). There is no switch that turns verification off.
+    ca_file: str | None = None
+    # An answer larger than this (decompressed) fails its request: a real 1,000-image page is
+    # 2-3 MB, so the default leaves ten times that.
+    max_answer_bytes: int = 32 * 1024 * 1024
 
     def url_for(self, region: str) -> str:
         """The full listing URL for one region."""
@@ -152,12 +160,8 @@ class Settings:
     def secrets(self) -> tuple[str, ...]:
         """Every secret value of this configuration, for the log redactor (syncer.logs)."""
         c = self.credentials
-        try:
-            dsn_password = urlsplit(self.database.dsn).password or ""
-        except ValueError:
-            dsn_password = ""
-        values = (c.ak, c.sk, c.token, c.password, self.feed.token, dsn_password)
-        return tuple(v for v in values if v)
+        values = (c.ak, c.sk, c.token, c.password, self.feed.token)
+        return tuple(v for v in values if v) + dsn_passwords(self.database.dsn)
 
     def require_credentials(self) -> None:
         """Fail early, in one line, when the chosen auth mode lacks what it needs."""
@@ -185,16 +189,57 @@ class Settings:
             )
 
 
+def is_loopback_host(host: str) -> bool:
+    """``localhost`` or a loopback address (127.0.0.0/8, ::1)."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def tls_context(ca_file: str | None = None) -> ssl.SSLContext:
+    """The client's TLS context: certificates and host names verified against the system's
+    store, plus ``ca_file`` (a PEM bundle) when given. Raises OSError or ssl.SSLError when
+    ``ca_file`` cannot be read or holds no certificate."""
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH)
+    if ca_file is not None:
+        context.load_verify_locations(cafile=ca_file)
+    return context
+
+
+_QUERY_PASSWORD = re.compile(r"(?i)((?:^|&)password=)[^&]*")
+_KEYWORD_PASSWORD = re.compile(r"(?i)(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'?|\S+)")
+
+
 def redact_dsn(dsn: str) -> str:
-    """The DSN with any password replaced by ``***``."""
+    """The DSN with any password replaced by ``***``: in the URL's user part, in its query
+    (``?password=``, which the driver accepts too), or in a libpq ``key=value`` string."""
+    if "://" not in dsn:
+        return _KEYWORD_PASSWORD.sub(r"\1***", dsn)
     try:
         parts = urlsplit(dsn)
     except ValueError:
         return "<unparseable dsn>"
-    if parts.password is None:
+    netloc = parts.netloc
+    if parts.password is not None:
+        netloc = netloc.replace(f":{parts.password}@", ":***@", 1)
+    query = _QUERY_PASSWORD.sub(r"\1***", parts.query)
+    if (netloc, query) == (parts.netloc, parts.query):
         return dsn
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return parts._replace(netloc=netloc).geturl()
+    return parts._replace(netloc=netloc, query=query).geturl()
+
+
+def dsn_passwords(dsn: str) -> tuple[str, ...]:
+    """Every password a DSN holds (user part or query), as written and percent-decoded."""
+    try:
+        parts = urlsplit(dsn)
+    except ValueError:
+        return ()
+    found = [parts.password or ""]
+    found += [m.group(0).split("=", 1)[1] for m in _QUERY_PASSWORD.finditer(parts.query)]
+    return tuple({form for p in found if p for form in (p, unquote(p))})
 
 
 # --------------------------------------------------------------------------- loading
@@ -220,6 +265,8 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
         "iam_endpoint": str,
         "auth_holdback": str,
         "auth_holdback_max": str,
+        "ca_file": str,
+        "max_answer_bytes": int,
     },
     "sync": {
         "regions": list,
@@ -243,6 +290,10 @@ _SCHEMA: dict[str, dict[str, type | tuple[type, ...]]] = {
     },
 }
 _REQUIRED = {("sync", "regions")}
+# Keys people reach for to turn TLS verification off: refused, never silently ignored.
+_NO_TLS_OFF_SWITCH = frozenset(
+    {"verify", "verify_ssl", "ssl_verify", "verify_tls", "tls_verify", "insecure", "ssl", "tls"}
+)
 
 
 class _Reader:
@@ -253,6 +304,13 @@ class _Reader:
         return ConfigError(f"{self.where}: {key} {problem}")
 
     def check_shape(self) -> None:
+        api = self.data.get("api")
+        for key in sorted(_NO_TLS_OFF_SWITCH & set(api if isinstance(api, dict) else ())):
+            raise self.fail(
+                f"api.{key}",
+                "is not supported: TLS verification cannot be turned off; to trust a private "
+                "CA, set api.ca_file to its PEM file",
+            )
         for section, value in self.data.items():
             if section not in _SCHEMA:
                 self.warnings.append(f"{self.where}: unknown section [{section}] ignored")
@@ -347,6 +405,44 @@ def validate_dsn(dsn: str, where: str) -> str:
     return dsn
 
 
+def _check_url(r: _Reader, key: str, url: str, *, credentials: bool) -> None:
+    """An http(s) URL; plain http only to a loopback host when credentials travel over it."""
+    parts = urlsplit(url.replace("{region}", "r"))
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise r.fail(f"api.{key}", f"must be an http(s) URL, got {url!r}")
+    if credentials and parts.scheme == "http" and not is_loopback_host(parts.hostname):
+        raise r.fail(
+            f"api.{key}",
+            f"is plain http to {parts.hostname}, which would send credentials unencrypted: "
+            "use https (api.ca_file trusts a private CA), or a loopback address",
+        )
+
+
+def _ca_file(r: _Reader, base: Path | None) -> str | None:
+    raw = r.get("api", "ca_file", None)
+    if raw is None:
+        return None
+    if not raw.strip():
+        raise r.fail("api.ca_file", "is empty (remove it to use the system's CA store)")
+    path = Path(raw).expanduser()
+    if not path.is_absolute() and base is not None:
+        path = base / path
+    try:
+        tls_context(str(path))
+    except FileNotFoundError:
+        raise r.fail("api.ca_file", f"{str(path)!r}: no such file") from None
+    except IsADirectoryError:
+        raise r.fail("api.ca_file", f"{str(path)!r} is a directory, not a PEM file") from None
+    except ssl.SSLError as e:  # (an OSError too)
+        reason = e.reason or str(e)
+        raise r.fail(
+            "api.ca_file", f"{str(path)!r} holds no usable PEM certificate ({reason})"
+        ) from None
+    except OSError as e:
+        raise r.fail("api.ca_file", f"{str(path)!r}: cannot read: {e.strerror or e}") from None
+    return str(path)
+
+
 def load_settings(
     path: str | os.PathLike[str] | None, env: Mapping[str, str] | None = None
 ) -> Settings:
@@ -370,12 +466,18 @@ def load_settings(
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{where}: not valid TOML: {e}") from None
-    return settings_from_mapping(data, env, where)
+    return settings_from_mapping(data, env, where, base=p.absolute().parent)
 
 
 def settings_from_mapping(
-    data: dict[str, Any], env: Mapping[str, str], where: str = "<config>"
+    data: dict[str, Any],
+    env: Mapping[str, str],
+    where: str = "<config>",
+    *,
+    base: Path | None = None,
 ) -> Settings:
+    """``base``: the folder relative paths (``api.ca_file``) are taken from (the config
+    file's; else the working directory)."""
     r = _Reader(where, data)
     r.check_shape()
 
@@ -393,15 +495,13 @@ def settings_from_mapping(
         ),
     )
 
-    endpoint = r.get("api", "endpoint", ApiSettings.endpoint)
-    if (
-        urlsplit(endpoint).scheme not in ("http", "https")
-        or not urlsplit(endpoint.replace("{region}", "r")).hostname
-    ):
-        raise r.fail("api.endpoint", f"must be an http(s) URL, got {endpoint!r}")
     auth = r.get("api", "auth", "aksk")
     if auth not in AUTH_MODES:
         raise r.fail("api.auth", f"must be one of {', '.join(AUTH_MODES)}, got {auth!r}")
+    endpoint = r.get("api", "endpoint", ApiSettings.endpoint)
+    _check_url(r, "endpoint", endpoint, credentials=auth != "none")
+    iam_endpoint = r.get("api", "iam_endpoint", ApiSettings.iam_endpoint)
+    _check_url(r, "iam_endpoint", iam_endpoint, credentials=auth == "token")
     project_ids = r.get("api", "project_ids", {})
     for region, pid in project_ids.items():
         if not isinstance(pid, str) or not pid:
@@ -415,9 +515,13 @@ def settings_from_mapping(
         max_concurrency=r.int_in("api", "max_concurrency", 16, 1, 1000),
         region_concurrency=r.int_in("api", "region_concurrency", 4, 1, 1000),
         project_ids=dict(project_ids),
-        iam_endpoint=r.get("api", "iam_endpoint", ApiSettings.iam_endpoint),
+        iam_endpoint=iam_endpoint,
         auth_holdback=r.duration("api", "auth_holdback", 60.0),
         auth_holdback_max=r.duration("api", "auth_holdback_max", 1800.0),
+        ca_file=_ca_file(r, base),
+        max_answer_bytes=r.int_in(
+            "api", "max_answer_bytes", ApiSettings.max_answer_bytes, 1 << 20, 1 << 30
+        ),
     )
     if api.request_timeout <= 0:
         raise r.fail("api.request_timeout", f"must be positive, got {api.request_timeout}")

@@ -47,6 +47,11 @@ IMS_REQUEST_SECONDS = Histogram(
     ["region"],
     buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
 )
+IMS_OVERSIZED = Counter(
+    "syncer_ims_oversized_answers",
+    "IMS or IAM answers refused for being larger than api.max_answer_bytes, by region.",
+    ["region"],
+)
 IAM_REQUESTS = Counter(
     "syncer_iam_token_requests",
     "IAM token requests (password logins for token auth), by region and HTTP status.",
@@ -122,6 +127,12 @@ LAST_FAILURE = Gauge(
 
 # ---- the daemon -------------------------------------------------------------------------------
 
+HTTP_REFUSED = Counter(
+    "syncer_http_requests_refused",
+    "Requests the daemon's HTTP server refused before any route saw them (malformed, or a "
+    "request line or header over 8190 bytes, or more than 128 headers), by HTTP status.",
+    ["status"],
+)
 LEASES_HELD = Gauge("syncer_leases_held", "Partition leases this replica holds right now.")
 DATABASE_UP = Gauge(
     "syncer_database_up", "1 when the last database check of this process succeeded, else 0."
@@ -144,6 +155,10 @@ def observe_iam_request(region: str, status: int | str) -> None:
 
 def observe_throttled(region: str) -> None:
     IMS_THROTTLED.labels(region).inc()
+
+
+def observe_oversized_answer(region: str) -> None:
+    IMS_OVERSIZED.labels(region).inc()
 
 
 def observe_retry(region: str, reason: str) -> None:
@@ -239,6 +254,10 @@ def declare_partitions(partitions: Iterable[tuple[str, str]]) -> None:
 def set_last_full_sweep(region: str, image_type: str, started_at: float) -> None:
     """Seed the gauge from the database (``ims.partitions.last_full_sweep_at``) at start."""
     LAST_FULL_SWEEP.labels(region, image_type).set(started_at)
+
+
+def observe_http_refusal(status: int) -> None:
+    HTTP_REFUSED.labels(str(status)).inc()
 
 
 def set_leases_held(n: int) -> None:

@@ -10,6 +10,7 @@ with the behaviours of reference/ims-api-facts.md and their alternatives.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -51,6 +52,8 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     drop: bool = False  # close the connection without an answer
     truncate: bool = False  # promise the whole body, send half, close
+    chunked: bool = False  # no Content-Length: the body in 1 MiB chunks
+    gzip: bool = False  # Content-Encoding: gzip (with chunked: the size is known only decoded)
 
     def payload(self) -> bytes:
         if self.body is not None:
@@ -155,6 +158,22 @@ class ScriptedIms:
             await response.write(payload[: len(payload) // 2])
             assert request.transport is not None
             request.transport.abort()
+            return response
+        if answer.gzip:
+            payload = gzip.compress(payload, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        if answer.chunked:
+            response = web.StreamResponse(status=answer.status, headers=headers)
+            response.content_type = "application/json"
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            step = 1 << 20
+            try:
+                for i in range(0, len(payload), step):
+                    await response.write(payload[i : i + step])
+                await response.write_eof()
+            except ConnectionError:
+                pass  # the client stopped reading
             return response
         return web.Response(
             status=answer.status, body=payload, headers=headers, content_type="application/json"

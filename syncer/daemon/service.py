@@ -26,7 +26,7 @@ from typing import Any
 import asyncpg
 
 from syncer import metrics
-from syncer.config import Settings
+from syncer.config import Settings, redact_dsn
 from syncer.daemon.membership import BACKOFF_MAX, BACKOFF_START, Membership
 from syncer.daemon.scheduler import PartitionScheduler
 from syncer.daemon.status import StatusReport
@@ -145,7 +145,7 @@ async def run_daemon(
     partitions = plan_partitions(settings)
     metrics.declare_partitions(partitions)
     s, db = settings.sync, settings.database
-    where = settings.database.dsn
+    where = redact_dsn(settings.database.dsn)
     async with contextlib.AsyncExitStack() as stack:
         if handle_signals:
             await stack.enter_async_context(_signals(stop))

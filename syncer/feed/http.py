@@ -28,6 +28,7 @@ from syncer.feed.metrics import (
     REFUSALS,
     STREAMS_CUT,
     STREAMS_OPEN,
+    STREAMS_REFUSED,
 )
 from syncer.feed.params import (
     BadRequest,
@@ -171,13 +172,14 @@ class Routes:
                     raise
         raise AssertionError("unreachable")
 
-    def admit(self) -> None:
-        if self.feed.streams >= self.feed.settings.feed.max_streams:
-            raise TooBusy
-
     @contextlib.contextmanager
-    def waiting(self, request: web.Request) -> Iterator[None]:
-        """Counts toward max_streams and is ended promptly when the feed closes."""
+    def slot(self, request: web.Request) -> Iterator[None]:
+        """One of [feed].max_streams places (streams and waiting long-polls), taken at once —
+        before any await, so that a burst of requests cannot all pass the check before any has
+        counted — or TooBusy; held until the request ends, which the feed's close hastens."""
+        if self.feed.streams >= self.feed.settings.feed.max_streams:
+            STREAMS_REFUSED.inc()
+            raise TooBusy
         task = asyncio.current_task()
         assert task is not None
         self.feed.streams += 1
@@ -199,10 +201,9 @@ class Routes:
                 break
             events, pos = await hub.read(pos, q.limit, q.filter)
         if not events and q.wait > 0 and not hub.closing:
-            self.admit()
             loop = asyncio.get_running_loop()
             deadline = loop.time() + q.wait
-            with self.waiting(request), POLLS_WAITING.track_inprogress():
+            with self.slot(request), POLLS_WAITING.track_inprogress():
                 async with hub.subscribe():
                     while not events and not hub.closing:
                         remaining = deadline - loop.time()
@@ -219,14 +220,19 @@ class Routes:
         q = events_query(request.query, stream=True)
         last = request.headers.get("Last-Event-ID", "").strip()
         since = parse_since(last, "Last-Event-ID") if last else (q.since or "now")
-        self.admit()
+        with self.slot(request):
+            return await self._stream(request, q.filter, since)
+
+    async def _stream(
+        self, request: web.Request, flt: EventFilter, since: Since
+    ) -> web.StreamResponse:
         hub, tuning = self.hub, self.feed.tuning
         # The first read checks the cursor: a 410 (or 503) is answered before the stream starts.
-        _, events, pos = await self.first_read(since, tuning.stream_batch, q.filter)
+        _, events, pos = await self.first_read(since, tuning.stream_batch, flt)
         resp = EventSourceResponse(sep="\n")
         resp.ping_interval = tuning.heartbeat
         loop = asyncio.get_running_loop()
-        with self.waiting(request), STREAMS_OPEN.track_inprogress():
+        with STREAMS_OPEN.track_inprogress():
             async with hub.subscribe():
                 await resp.prepare(request)
                 try:
@@ -235,7 +241,7 @@ class Routes:
                     told = loop.time()  # when the client last got an id
                     delivered = pos
                     while not hub.closing and request.transport is not None:
-                        events, nxt = await hub.read(pos, tuning.stream_batch, q.filter)
+                        events, nxt = await hub.read(pos, tuning.stream_batch, flt)
                         if events:
                             await self.send(resp, frames(events))
                             EVENTS_DELIVERED.labels("sse").inc(len(events))

@@ -23,8 +23,12 @@ EVENTS_DELIVERED = Counter(
 REFUSALS = Counter(
     "syncer_feed_refusals",
     "/v1/ requests refused, by status (400 bad input, 401 token, 404, 410 cursor gone, "
-    "503 too many streams or database unavailable).",
+    "413 body too large, 503 too many streams or database unavailable).",
     ["status"],
+)
+STREAMS_REFUSED = Counter(
+    "syncer_feed_streams_refused",
+    "Streams and long-polls refused (503) because feed.max_streams were open.",
 )
 STREAMS_CUT = Counter(
     "syncer_feed_streams_cut",

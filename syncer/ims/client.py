@@ -13,6 +13,7 @@ What it does for every listing request (see docs/client.md):
 * lets a credential not yet proven good send ONE request at a time, and holds a rejected one
   back (no request sent) for a growing delay (``authgate.CredentialGate``);
 * counts requests, retries, throttling and latency in ``syncer.metrics``;
+* refuses an answer larger than ``api.max_answer_bytes`` (``AnswerTooLarge``, not retried);
 * maps every failure to ``ApiError`` / ``AuthError`` / ``MalformedResponse`` carrying status,
   code, message, request id, region and partition, and never a secret.
 """
@@ -31,15 +32,16 @@ from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 import aiohttp
 import orjson
 from multidict import CIMultiDictProxy
 from yarl import URL
 
-from syncer import metrics
-from syncer.config import ApiSettings, Credentials
-from syncer.errors import ApiError, AuthError, MalformedResponse
+from syncer import logs, metrics
+from syncer.config import ApiSettings, Credentials, tls_context
+from syncer.errors import ApiError, AuthError, ConfigError, MalformedResponse
 from syncer.ims import signer
 from syncer.ims.authgate import Admission, CredentialGate, CredentialHold
 from syncer.ims.backoff import Backoff, parse_retry_after
@@ -63,6 +65,7 @@ TOKEN_MAX_AGE = 23 * 3600.0
 
 _MAX_MESSAGE = 300
 _MAX_REQUEST_ID = 128
+_MAX_BODY_TEXT = 64 * 1024  # of a non-JSON error body, read for its snippet
 
 
 class EndpointError(ApiError):
@@ -71,6 +74,10 @@ class EndpointError(ApiError):
     @property
     def transient(self) -> bool:
         return False
+
+
+class AnswerTooLarge(MalformedResponse):
+    """An answer larger than ``api.max_answer_bytes``: not retried (it would not shrink)."""
 
 
 @dataclass(slots=True)
@@ -125,6 +132,8 @@ class ImsClient:
         self._token_max_age = token_max_age
         self._issued_tokens: dict[str, tuple[str, float]] = {}  # region → (IAM token, obtained)
         self._every_token: set[str] = set()  # for redaction, even after renewal
+        self._forms: list[str] = []  # every secret as it may be echoed, longest first
+        self._forms_of: int | None = None  # len(_every_token) when _forms was made
         self._token_locks: dict[str, asyncio.Lock] = {}
         self._credential_gate = CredentialGate(api.auth_holdback, api.auth_holdback_max)
 
@@ -132,7 +141,11 @@ class ImsClient:
 
     async def __aenter__(self) -> ImsClient:
         if self._session is None:
-            connector = aiohttp.TCPConnector(limit=self.api.max_concurrency)  # TLS verified
+            try:  # verified always: the system's CA store, plus api.ca_file when given
+                context = tls_context(self.api.ca_file)
+            except OSError as e:  # ssl.SSLError included
+                raise ConfigError(f"api.ca_file {self.api.ca_file!r} cannot be used: {e}") from None
+            connector = aiohttp.TCPConnector(limit=self.api.max_concurrency, ssl=context)
             self._session = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, raise_for_status=False
             )
@@ -279,9 +292,12 @@ class ImsClient:
                     allow_redirects=False,
                     timeout=self._timeout,
                 ) as response:
-                    raw = await response.read()
+                    raw = await self._read_capped(response, region)
                     reply = _Reply(response.status, response.reason or "", response.headers, raw)
                     status = reply.status
+            except AnswerTooLarge as e:
+                status = e.status or "error"
+                raise
             except TimeoutError:
                 status = "timeout"
                 raise ApiError(
@@ -290,8 +306,12 @@ class ImsClient:
             except aiohttp.InvalidURL:
                 raise EndpointError("invalid URL for the IMS endpoint") from None
             except aiohttp.ClientConnectorCertificateError as e:
+                reason = getattr(e.certificate_error, "verify_message", None) or _describe(
+                    e.certificate_error
+                )
                 raise EndpointError(
-                    f"TLS certificate verification failed: {_describe(e)}"
+                    f"TLS certificate of {URL(url).host} refused: {reason} (a private CA is "
+                    "trusted with api.ca_file)"
                 ) from None
             except aiohttp.ClientError as e:
                 raise ApiError(f"connection failed: {_describe(e)}") from None
@@ -304,6 +324,37 @@ class ImsClient:
             if _report(ticket, reply):
                 metrics.observe_throttled(region)
             return reply
+
+    async def _read_capped(self, response: aiohttp.ClientResponse, region: str) -> bytes:
+        """The whole body, unless it is larger than ``api.max_answer_bytes`` (as declared by
+        Content-Length, or counted while reading, decompressed): then AnswerTooLarge, and the
+        connection is closed rather than drained."""
+        cap = self.api.max_answer_bytes
+        declared = response.content_length
+        size = 0
+        if declared is None or declared <= cap:
+            chunks: list[bytes] = []
+            async for chunk in response.content.iter_any():
+                size += len(chunk)
+                if size > cap:
+                    break
+                chunks.append(chunk)
+            else:
+                return b"".join(chunks)
+        response.close()
+        metrics.observe_oversized_answer(region)
+        how = (
+            f"{declared:,} bytes (Content-Length)"
+            if declared is not None and declared > cap
+            else f"more than {cap:,} bytes ({size:,} read before giving up)"
+        )
+        request_id = response.headers.get("X-Request-Id")
+        raise AnswerTooLarge(
+            f"answer of {how} exceeds api.max_answer_bytes ({cap:,}); not retried: it would "
+            "not shrink",
+            status=response.status,
+            request_id=self._clean(request_id, _MAX_REQUEST_ID) if request_id else None,
+        )
 
     def _listing_headers(self, region: str, url: str, token: str | None) -> dict[str, str]:
         headers = {"Content-Type": "application/json"}
@@ -366,6 +417,7 @@ class ImsClient:
             if cached is None:
                 cached = await self._obtain_token(region, partition)
                 self._every_token.add(cached)
+                logs.redact_secrets((cached,))  # and from every log line of the process
                 self._issued_tokens[region] = (cached, time.monotonic())
             return cached
 
@@ -509,10 +561,10 @@ class ImsClient:
         request_id = self._request_id(reply, body_request_id)
         if message is None:
             message = f"{reply.status} {reply.reason}".strip()
-            snippet = _snippet(reply.body)
+            snippet = self._clean(reply.body[:_MAX_BODY_TEXT].decode("utf-8", "replace"), 120)
             if snippet:
                 message += f": {snippet}"
-        message = prefix + self._redact(message)
+        message = prefix + self._clean(message, _MAX_MESSAGE)
         status = reply.status
         kind: type[ApiError] = ApiError
         if status in (401, 403):
@@ -523,7 +575,7 @@ class ImsClient:
         return kind(
             message,
             status=status,
-            code=self._redact(code) if code else None,
+            code=self._clean(code, _MAX_MESSAGE) if code else None,
             request_id=request_id,
             region=region,
             partition=partition,
@@ -531,7 +583,7 @@ class ImsClient:
 
     def _request_id(self, reply: _Reply, fallback: str | None) -> str | None:
         value = reply.headers.get("X-Request-Id") or fallback
-        return self._redact(value.strip()[:_MAX_REQUEST_ID]) if value else None
+        return self._clean(value, _MAX_REQUEST_ID) if value else None
 
     def _tag(
         self, error: ApiError, region: str, partition: str | None, prefix: str = ""
@@ -547,11 +599,32 @@ class ImsClient:
         )
 
     def _redact(self, text: str) -> str:
-        c = self._credentials
-        for secret in (c.ak, c.sk, c.token, c.password, *self._every_token):
-            if secret and len(secret) >= 4:
-                text = text.replace(secret, "***")
+        """``text`` without any secret this client knows, as is or as a server may echo it
+        (JSON-escaped, URL-encoded)."""
+        if self._forms_of != len(self._every_token):
+            c = self._credentials
+            forms = set()
+            for secret in (c.ak, c.sk, c.token, c.password, *self._every_token):
+                if secret and len(secret) >= 4:
+                    forms |= {
+                        secret,
+                        orjson.dumps(secret).decode()[1:-1],
+                        quote(secret, safe=""),
+                        quote_plus(secret),
+                    }
+            self._forms = sorted(forms, key=len, reverse=True)  # a longer one first
+            self._forms_of = len(self._every_token)
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, "***")
         return text
+
+    def _clean(self, text: str, limit: int) -> str:
+        """Server-provided text for an error: redacted FIRST — this client's secrets, then the
+        log scrubber's (the process's secrets and secret-shaped text: a signature, a bearer
+        token) — then on one line and cut (a cut or a collapsed space in the middle of a secret
+        would hide it from redaction)."""
+        return " ".join(logs.REDACTOR(self._redact(text)).split())[:limit]
 
     def _require_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -646,14 +719,10 @@ def _error_facts(body: bytes) -> tuple[str | None, str | None, str | None]:
 
 
 def _text(value: object) -> str | None:
+    """A non-blank string as sent (ImsClient._clean redacts, collapses and cuts it)."""
     if isinstance(value, str) and value.strip():
-        return " ".join(value.split())[:_MAX_MESSAGE]
+        return value
     return None
-
-
-def _snippet(body: bytes) -> str:
-    text = body[:_MAX_MESSAGE].decode("utf-8", "replace")
-    return " ".join(text.split())[:120]
 
 
 def _describe(e: BaseException) -> str:

@@ -30,9 +30,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
 from aiohttp import web
+from aiohttp.abc import AbstractAccessLogger
 from prometheus_client import REGISTRY
 from prometheus_client.exposition import choose_encoder
 
+from syncer import metrics
 from syncer.errors import SyncerError
 from syncer.web.status import add_page
 
@@ -52,6 +54,12 @@ DEGRADED_KEY: web.AppKey[Degraded] = web.AppKey("degraded")
 READINESS_TIMEOUT_KEY = web.AppKey("readiness_timeout", float)
 
 _MAX_REASON = 500
+
+# Request bodies: only PUT /v1/consumers/{name} takes one ({"cursor": "..."}); a larger body is
+# a 413. Request lines (the URL) and header lines are capped by aiohttp's parser at 8190 bytes,
+# and a request at 128 headers: beyond, a 400 before any route sees it.
+MAX_BODY = 64 * 1024
+_ROUTED = web.RequestKey("syncer_routed", bool)
 
 
 class ListenError(SyncerError):
@@ -79,7 +87,7 @@ def build_app(
 ) -> web.Application:
     """The application with the operational routes; add more routes before serving it.
     ``degraded`` adds a ``degraded`` line to a ready answer (still 200)."""
-    app = web.Application()
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[_routed])
     app[READINESS_KEY] = readiness
     app[DEGRADED_KEY] = degraded or (lambda: None)
     app[READINESS_TIMEOUT_KEY] = readiness_timeout
@@ -88,6 +96,24 @@ def build_app(
     app.router.add_get("/metrics", _metrics)
     add_page(app)
     return app
+
+
+@web.middleware
+async def _routed(
+    request: web.Request,
+    handler: Callable[[web.Request], Awaitable[web.StreamResponse]],
+) -> web.StreamResponse:
+    request[_ROUTED] = True
+    return await handler(request)
+
+
+class _Refusals(AbstractAccessLogger):
+    """Not a log: counts the requests refused before any route saw them (aiohttp's parser
+    answers a malformed request, a request line or header over its limits, with a 400)."""
+
+    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        if response.status >= 400 and _ROUTED not in request:
+            metrics.observe_http_refusal(response.status)
 
 
 async def _healthz(request: web.Request) -> web.Response:
@@ -124,7 +150,11 @@ async def serve(
     """Listen on ``host:port`` while the block runs; on exit close the listening socket and
     every connection, giving running handlers at most ``shutdown_timeout`` seconds."""
     runner = web.AppRunner(
-        app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
+        app,
+        access_log=log,  # never written to: _Refusals only counts
+        access_log_class=_Refusals,
+        handle_signals=False,
+        shutdown_timeout=shutdown_timeout,
     )
     await runner.setup()
     try:

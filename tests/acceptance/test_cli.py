@@ -55,6 +55,16 @@ def one_line_error(done: subprocess.CompletedProcess[str]) -> str:
         ),
         ("[database]\ndsn = 'mysql://u@h/d'\n[sync]\nregions = ['r']\n", "bad database DSN"),
         ("[database\n", "not valid TOML"),
+        (
+            "[database]\ndsn = 'postgresql://u@h/d'\n[api]\nca_file = 'no/such/ca.pem'\n"
+            "[sync]\nregions = ['r']\n",
+            "api.ca_file",
+        ),
+        (
+            "[database]\ndsn = 'postgresql://u@h/d'\n[api]\nverify = false\n"
+            "[sync]\nregions = ['r']\n",
+            "TLS verification cannot be turned off",
+        ),
     ],
 )
 def test_bad_config_is_one_line(tmp_path: Path, config: str, expected: str) -> None:

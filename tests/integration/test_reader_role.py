@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 
 import asyncpg
 import pytest
 
-from syncer.store.migrate import READER_ROLE, REPORTING_FUNCTIONS, REPORTING_VIEWS, SURFACE
+from syncer.store.migrate import (
+    READER_ROLE,
+    REPORTING_FUNCTIONS,
+    REPORTING_VIEWS,
+    SURFACE,
+    grant_sql,
+)
 from tests.conftest import PgServer
 
 
@@ -112,5 +119,154 @@ async def test_reader_privileges_are_exactly_the_surface(db: str) -> None:
             "  AND has_function_privilege('public', p.oid, 'EXECUTE')"
         )
         assert public == []
+    finally:
+        await conn.close()
+
+
+# ---- every object of the schema, after every migration ---------------------------------------
+
+RELATION_KINDS = {"r": "table", "p": "table", "v": "view", "m": "view", "S": "sequence"}
+
+
+def granted() -> tuple[set[str], set[str]]:
+    """What `syncer migrate` grants the reader: relations it may SELECT, functions it may run
+    (read from the grants themselves, so that objects other branches add are covered)."""
+    relations: set[str] = set()
+    functions: set[str] = set()
+    for statement in grant_sql():
+        if m := re.fullmatch(r"GRANT SELECT ON (\S+) TO \w+", statement):
+            relations.add(m[1])
+        elif m := re.fullmatch(r"GRANT EXECUTE ON FUNCTION (.+) TO \w+", statement):
+            functions.add(m[1])
+        else:
+            assert statement == f"GRANT USAGE ON SCHEMA ims TO {READER_ROLE}", statement
+    return relations, functions
+
+
+async def relations_of_the_app(db: str) -> dict[str, tuple[str, str]]:
+    """name → (kind, first column) of every relation in ims, and public.alembic_version."""
+    owner = await asyncpg.connect(db)
+    try:
+        rows = await owner.fetch(
+            "SELECT n.nspname || '.' || c.relname AS name, c.relkind::text AS kind,"
+            " (SELECT a.attname FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0"
+            "  AND NOT a.attisdropped ORDER BY a.attnum LIMIT 1) AS col"
+            " FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE (n.nspname = 'ims' AND c.relkind IN ('r', 'p', 'v', 'm', 'S', 'f'))"
+            "  OR c.oid = 'public.alembic_version'::regclass"
+        )
+    finally:
+        await owner.close()
+    return {r["name"]: (RELATION_KINDS[r["kind"]], r["col"]) for r in rows}
+
+
+async def refused(conn: asyncpg.Connection, statement: str) -> bool:
+    """True when PostgreSQL refuses ``statement`` for want of a privilege (or, for a write to a
+    view made of joins, because it is not updatable at all); any other error is a bad test."""
+    try:
+        await conn.execute(statement)
+    except asyncpg.InsufficientPrivilegeError:
+        return True
+    except asyncpg.ObjectNotInPrerequisiteStateError as e:
+        return "not automatically updatable" in (e.detail or "")
+    return False
+
+
+async def test_reader_selects_exactly_the_granted_surface(reporter_dsn: str, db: str) -> None:
+    """SELECT works on what migrate grants — the contract's surface and what other parts add —
+    and is refused on every other relation of the schema (tables behind the views, leases,
+    replicas, feed_meta, sequences) and on alembic_version."""
+    relations = await relations_of_the_app(db)
+    surface, _ = granted()
+    assert set(SURFACE) <= surface <= set(relations), surface - set(relations)
+    assert {"ims.image_rows", "ims.partitions", "ims.partition_leases", "ims.replicas",
+            "ims.feed_meta", "public.alembic_version"} <= set(relations) - surface  # fmt: skip
+    conn = await asyncpg.connect(reporter_dsn)
+    try:
+        readable = set()
+        for name in relations:
+            if not await refused(conn, f"SELECT * FROM {name} LIMIT 1"):
+                readable.add(name)
+    finally:
+        await conn.close()
+    assert readable == surface
+
+
+async def test_reader_writes_locks_and_alters_nothing(reporter_dsn: str, db: str) -> None:
+    """On every relation: no INSERT, UPDATE, DELETE, TRUNCATE, row lock, table lock that would
+    hold writers back, nextval/setval, ALTER, DROP, COMMENT; no CREATE in any schema."""
+    relations = await relations_of_the_app(db)
+    statements = [
+        "CREATE TABLE ims.mine (x int)",
+        "CREATE TABLE public.mine (x int)",
+        "CREATE SCHEMA mine",
+        "CREATE FUNCTION ims.mine() RETURNS int LANGUAGE sql AS 'SELECT 1'",
+        "CREATE VIEW ims.mine AS SELECT 1 AS x",
+    ]
+    for name, (kind, col) in relations.items():
+        if kind == "sequence":
+            statements += [f"SELECT nextval('{name}')", f"SELECT setval('{name}', 1)"]
+        else:
+            statements += [
+                f"INSERT INTO {name} DEFAULT VALUES",
+                f"UPDATE {name} SET {col} = DEFAULT",
+                f"DELETE FROM {name}",
+                f"SELECT 1 FROM {name} FOR UPDATE",
+                f"SELECT 1 FROM {name} FOR KEY SHARE",
+                f"BEGIN; LOCK TABLE {name} IN SHARE MODE; COMMIT",
+            ]
+            if kind == "table":
+                statements.append(f"TRUNCATE {name}")
+        statements += [
+            f"ALTER {kind.upper()} {name} OWNER TO CURRENT_USER",
+            f"ALTER {kind.upper()} {name} RENAME TO mine",
+            f"DROP {kind.upper()} {name}",
+            f"COMMENT ON {kind.upper()} {name} IS 'x'",
+        ]
+    conn = await asyncpg.connect(reporter_dsn)
+    try:
+        allowed = []
+        for statement in statements:
+            if not await refused(conn, statement):
+                allowed.append(statement)
+            if conn.is_in_transaction():
+                await conn.execute("ROLLBACK")
+    finally:
+        await conn.close()
+    assert allowed == []
+
+
+async def test_reader_can_run_no_function_that_writes(reporter_dsn: str, db: str) -> None:
+    """Of the schema's functions the reader may call only the granted ones, none of them
+    SECURITY DEFINER nor volatile (PostgreSQL refuses writes in a stable function); the trigger
+    functions, executable by PUBLIC as every function is, run only as triggers."""
+    _, functions = granted()
+    owner = await asyncpg.connect(db)
+    try:
+        rows = await owner.fetch(
+            "SELECT p.oid::regprocedure::text AS name, p.prosecdef AS definer,"
+            " p.provolatile::text AS volatility, p.prorettype = 'trigger'::regtype AS trigger,"
+            " has_function_privilege($1, p.oid, 'EXECUTE') AS executable"
+            " FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace"
+            " WHERE n.nspname = 'ims'",
+            READER_ROLE,
+        )
+    finally:
+        await owner.close()
+    assert functions <= {r["name"] for r in rows}
+    triggers = []
+    for r in rows:
+        if r["trigger"]:
+            triggers.append(r["name"])
+            continue
+        assert r["executable"] == (r["name"] in functions), r["name"]
+        if r["executable"]:
+            assert not r["definer"] and r["volatility"] in ("s", "i"), dict(r)
+    assert triggers, "the schema's trigger functions are checked below"
+    conn = await asyncpg.connect(reporter_dsn)
+    try:
+        for name in triggers:
+            with pytest.raises(asyncpg.FeatureNotSupportedError, match="only be called as trig"):
+                await conn.execute(f"SELECT {name.removesuffix('()')}()")
     finally:
         await conn.close()

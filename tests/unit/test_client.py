@@ -9,25 +9,29 @@ import shutil
 import ssl
 import subprocess
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import aiohttp
 import orjson
 import pytest
+from prometheus_client import REGISTRY
 
 from syncer.config import ApiSettings, Credentials
-from syncer.errors import ApiError, AuthError, MalformedResponse
+from syncer.errors import ApiError, AuthError, ConfigError, MalformedResponse
 from syncer.ims import signer
-from syncer.ims.client import EndpointError, ImsClient, ListPage
+from syncer.ims.client import AnswerTooLarge, EndpointError, ImsClient, ListPage
 from tests.scripted_ims import Answer, ScriptedIms, Seen, gateway_error, ims_error, queue
 
 AK = "AKSECRET1234567890"
 SK = "SKSECRET0987654321abcdef"
 TOKEN = "TOKSECRET-static-token-value"
 PASSWORD = "PWSECRET-hunter2"
+SK_WITH_SPACES = 'SKSECRET  with "quotes"/+ and  spaces'
 PROJECT = "0123456789abcdef0123456789abcdef"
 REGION = "cn-north-4"
 PARTITION = "cn-north-4/private"
@@ -393,33 +397,71 @@ async def test_unreachable_server_gives_up_after_max_attempts() -> None:
     assert len(sleeps.calls) == 2
 
 
+@dataclass(frozen=True)
+class SelfSigned:
+    context: ssl.SSLContext  # the server's
+    cert: Path  # its certificate (PEM): a CA bundle of one
+
+
 @pytest.fixture
-def self_signed(tmp_path: Path) -> ssl.SSLContext:
-    """A server TLS context with a certificate nobody trusts."""
+def self_signed(tmp_path: Path) -> SelfSigned:
+    """A server TLS context with a certificate for 127.0.0.1 that nobody trusts."""
     if shutil.which("openssl") is None:
         pytest.skip("needs the openssl command")
     key, cert = tmp_path / "key.pem", tmp_path / "cert.pem"
     subprocess.run(
         ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
-         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+         "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1,DNS:localhost",
+         "-keyout", str(key), "-out", str(cert)],
         check=True, capture_output=True,
     )  # fmt: skip
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
-    return context
+    return SelfSigned(context, cert)
 
 
 async def test_untrusted_tls_certificate_is_refused_without_retry(
-    self_signed: ssl.SSLContext,
+    self_signed: SelfSigned,
 ) -> None:
-    context = self_signed
     sleeps = Sleeps()
-    async with ScriptedIms(queue(then=Answer(200, PAGE)), ssl_context=context) as server:
+    async with ScriptedIms(
+        queue(then=Answer(200, PAGE)), ssl_context=self_signed.context
+    ) as server:
         async with client(server, sleeps) as c:
-            with pytest.raises(EndpointError, match="certificate") as raised:
+            with pytest.raises(EndpointError) as raised:
                 await list_once(c)
         assert server.seen == []  # verification stays on: nothing was sent
     assert sleeps.calls == [] and not raised.value.transient
+    line = str(raised.value)
+    assert "\n" not in line and line.startswith(f"partition {PARTITION}: ")
+    assert "TLS certificate of 127.0.0.1 refused: self-signed certificate" in line
+    assert "api.ca_file" in line
+
+
+async def test_a_private_ca_is_trusted_with_ca_file(self_signed: SelfSigned) -> None:
+    """The same server, its certificate given as api.ca_file: accepted, for IMS and IAM."""
+    handler = queue(
+        Answer(201, {"token": {}}, headers={"X-Subject-Token": "MIIprivateca" + "t" * 40}),
+        then=Answer(200, PAGE),
+    )
+    async with ScriptedIms(handler, ssl_context=self_signed.context) as server:
+        credentials = creds(domain="d", username="u", password=PASSWORD)
+        c = client(server, auth="token", credentials=credentials, ca_file=str(self_signed.cert))
+        async with c:
+            page = await list_once(c)
+        assert [s.path for s in server.seen] == [
+            f"/iam/{REGION}/v3/auth/tokens",
+            f"/{REGION}/v2/cloudimages",
+        ]
+    assert page.images == PAGE["images"]
+
+
+async def test_a_ca_file_that_went_away_is_a_config_error(self_signed: SelfSigned) -> None:
+    async with ScriptedIms() as server:
+        api = settings(server, ca_file=str(self_signed.cert.with_name("gone.pem")))
+        with pytest.raises(ConfigError, match=r"api\.ca_file .*gone\.pem.* cannot be used"):
+            async with ImsClient(api, creds()):
+                pass
 
 
 async def test_gives_up_after_max_attempts_with_the_facts(ims: ScriptedIms) -> None:
@@ -576,6 +618,52 @@ async def test_no_secret_in_errors_or_logs(
     assert "***" in str(raised.value)
 
 
+@pytest.mark.parametrize(
+    "answer",
+    [
+        # the snippet of a non-JSON body is its first 120 characters
+        Answer(401, body=b"x" * 100 + f" Access={AK} rejected".encode()),
+        Answer(401, body=b"x" * 105 + f" token {TOKEN}".encode()),
+        # a message is cut at 300 characters
+        gateway_error(401, "APIGW.0301", "y" * 280 + f" password {PASSWORD}"),
+        ims_error(403, "IMG.0001", "z" * 290 + " token " + orjson.dumps(TOKEN).decode()),
+        # collapsing whitespace must not hide a secret from redaction
+        gateway_error(401, "APIGW.0301", f"tab\t{SK_WITH_SPACES} rejected"),
+        # a secret as the gateway may echo it: URL-encoded, JSON-escaped
+        Answer(401, body=f"ak={quote(SK_WITH_SPACES, safe='')}".encode()),
+        gateway_error(401, "APIGW.0301", orjson.dumps(SK_WITH_SPACES).decode()),
+    ],
+)
+async def test_no_piece_of_an_echoed_secret_survives_truncation(
+    ims: ScriptedIms, answer: Answer
+) -> None:
+    """Redaction comes before cutting and collapsing: a message cut in the middle of a secret
+    must not keep its first half."""
+    ims.handler = queue(then=answer)
+    credentials = Credentials(
+        ak=AK, sk=SK_WITH_SPACES, token=TOKEN, password=PASSWORD, project_id=PROJECT
+    )
+    async with client(ims, credentials=credentials) as c:
+        with pytest.raises(ApiError) as raised:
+            await list_once(c)
+    text = str(raised.value)
+    for secret in (AK, SK_WITH_SPACES, TOKEN, PASSWORD):
+        for piece in {secret[i : i + 8] for i in range(len(secret) - 7)}:
+            assert piece not in text, (piece, text)
+
+
+async def test_an_echoed_signature_is_masked(ims: ScriptedIms) -> None:
+    async def echo(seen: Seen) -> Answer:
+        return gateway_error(401, "APIGW.0301", f"bad: {seen.headers['Authorization']}")
+
+    ims.handler = echo
+    async with client(ims) as c:
+        with pytest.raises(AuthError) as raised:
+            await list_once(c)
+    assert "Access=***" in str(raised.value) and "Signature=***" in str(raised.value)
+    assert AK not in str(raised.value)
+
+
 async def test_each_retry_logged_once_with_structured_fields(
     ims: ScriptedIms, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -686,3 +774,56 @@ async def test_use_without_opening_is_an_error(ims: ScriptedIms) -> None:
         pass
     with pytest.raises(RuntimeError, match="not open"):
         await list_once(c)
+
+
+# ---- the answer size cap ---------------------------------------------------------------------
+
+MIB = 1 << 20
+
+
+def big_page(size: int) -> bytes:
+    """A valid page of about ``size`` bytes (one image with a long name)."""
+    obj = {"id": "big", "created_at": "2024-01-01T00:00:00Z", "name": "n" * size}
+    return orjson.dumps({"images": [obj], "page_info": {}})
+
+
+def oversized() -> float:
+    return REGISTRY.get_sample_value("syncer_ims_oversized_answers_total", {"region": REGION}) or 0
+
+
+@pytest.mark.parametrize(
+    ("answer", "how"),
+    [
+        (Answer(200, body=big_page(3 * MIB)), "answer of 3,145,8"),  # Content-Length
+        (Answer(200, body=big_page(3 * MIB), chunked=True), "answer of more than 2,097,152 bytes"),
+        # 3 MiB decoded from a few KiB on the wire: counted as decoded
+        (Answer(200, body=big_page(3 * MIB), chunked=True, gzip=True), "more than 2,097,152"),
+        (Answer(503, body=b"x" * 3 * MIB), "answer of 3,145,728 bytes (Content-Length)"),
+    ],
+)
+async def test_an_answer_over_the_cap_fails_once_without_retry(
+    ims: ScriptedIms, answer: Answer, how: str
+) -> None:
+    ims.handler = queue(answer, then=Answer(200, PAGE))
+    sleeps = Sleeps()
+    before = oversized()
+    async with client(ims, sleeps, max_answer_bytes=2 * MIB) as c:
+        with pytest.raises(AnswerTooLarge) as raised:
+            await list_once(c)
+        assert (await list_once(c)).images == PAGE["images"]  # the client carries on
+    e = raised.value
+    assert isinstance(e, MalformedResponse) and not e.transient
+    assert len(ims.seen) == 2 and sleeps.calls == []  # not retried: it would not shrink
+    assert (e.status, e.partition, e.request_id) == (answer.status, PARTITION, "req-1")
+    line = str(e)
+    assert "\n" not in line and how in line, line
+    assert "exceeds api.max_answer_bytes (2,097,152)" in line
+    assert oversized() == before + 1
+
+
+async def test_an_answer_at_the_cap_is_read(ims: ScriptedIms) -> None:
+    body = big_page(2 * MIB - 200)
+    ims.handler = queue(Answer(200, body=body + b" " * (2 * MIB - len(body)), chunked=True))
+    async with client(ims, max_answer_bytes=2 * MIB) as c:
+        page = await list_once(c)
+    assert len(page.images[0]["name"]) == 2 * MIB - 200

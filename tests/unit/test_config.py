@@ -201,3 +201,94 @@ def test_durations_and_redaction() -> None:
     with pytest.raises(ValueError):
         parse_duration("5 minutes")
     assert redact_dsn("postgresql://u:secret@h:5/d") == "postgresql://u:***@h:5/d"
+
+
+def test_ca_file_is_checked_at_load(tmp_path: Path) -> None:
+    def with_ca(path: object) -> str:
+        return GOOD.replace("page_size = 500", f'page_size = 500\nca_file = "{path}"')
+
+    missing = error_of(tmp_path, with_ca("ca/absent.pem"))
+    # relative to the configuration file's folder
+    assert f"api.ca_file '{tmp_path / 'ca/absent.pem'}': no such file" in missing
+    assert "a directory" in error_of(tmp_path, with_ca(tmp_path))
+    (tmp_path / "junk.pem").write_text("not a certificate\n")
+    assert "holds no usable PEM certificate" in error_of(tmp_path, with_ca("junk.pem"))
+    assert "is empty" in error_of(tmp_path, with_ca(" "))
+    assert load(tmp_path, GOOD).api.ca_file is None
+
+
+@pytest.mark.parametrize("key", ["verify", "verify_ssl", "tls_verify", "insecure", "ssl"])
+def test_no_switch_turns_tls_verification_off(tmp_path: Path, key: str) -> None:
+    line = error_of(tmp_path, GOOD.replace("page_size = 500", f"page_size = 500\n{key} = false"))
+    assert f"api.{key} is not supported: TLS verification cannot be turned off" in line
+    assert "api.ca_file" in line
+
+
+@pytest.mark.parametrize(
+    ("auth", "key", "url", "refused"),
+    [
+        ("aksk", "endpoint", "http://ims.{region}.example.com", True),
+        ("token", "endpoint", "http://10.0.0.7:8080/{region}", True),
+        ("token", "iam_endpoint", "http://iam.{region}.example.com", True),
+        ("aksk", "iam_endpoint", "http://iam.{region}.example.com", False),  # not used
+        ("none", "endpoint", "http://ims.{region}.example.com", False),  # nothing secret sent
+        ("aksk", "endpoint", "http://127.0.0.1:8787/{region}", False),  # the simulator
+        ("token", "endpoint", "http://localhost:8787/{region}", False),
+        ("aksk", "endpoint", "http://[::1]:8787/{region}", False),
+    ],
+)
+def test_credentials_never_go_over_plain_http_off_the_machine(
+    tmp_path: Path, auth: str, key: str, url: str, refused: bool
+) -> None:
+    text = GOOD.replace('auth = "aksk"', f'auth = "{auth}"\n{key} = "{url}"')
+    if key == "endpoint":
+        text = text.replace('endpoint = "https://ims.{region}.myhuaweicloud.com"\n', "")
+    if refused:
+        line = error_of(tmp_path, text)
+        assert f"api.{key} is plain http" in line and "unencrypted" in line
+    else:
+        assert getattr(load(tmp_path, text).api, key) == url
+
+
+def test_answer_cap_key(tmp_path: Path) -> None:
+    assert load(tmp_path, GOOD).api.max_answer_bytes == 32 * 1024 * 1024
+    s = load(
+        tmp_path, GOOD.replace("page_size = 500", "page_size = 500\nmax_answer_bytes = 4194304")
+    )
+    assert s.api.max_answer_bytes == 4 * 1024 * 1024
+    line = error_of(
+        tmp_path, GOOD.replace("page_size = 500", "page_size = 500\nmax_answer_bytes = 10")
+    )
+    assert "api.max_answer_bytes must be between 1048576 and 1073741824, got 10" in line
+
+
+@pytest.mark.parametrize(
+    ("dsn", "redacted", "secrets"),
+    [
+        ("postgresql://u:p%40ss@h:5/d", "postgresql://u:***@h:5/d", {"p%40ss", "p@ss"}),
+        (
+            "postgresql://u@h/d?sslmode=require&password=s%23cret",
+            "postgresql://u@h/d?sslmode=require&password=***",
+            {"s%23cret", "s#cret"},
+        ),
+        (
+            "postgresql://u:pw1@h/d?Password=pw2",
+            "postgresql://u:***@h/d?Password=***",
+            {"pw1", "pw2"},
+        ),
+        ("host=db user=u password=secret dbname=d", "host=db user=u password=*** dbname=d", set()),
+        ("host=db password='se cret' dbname=d", "host=db password=*** dbname=d", set()),
+        ("postgresql://u@h/d?sslmode=require", "postgresql://u@h/d?sslmode=require", set()),
+    ],
+)
+def test_every_dsn_password_is_redacted_and_registered(
+    tmp_path: Path, dsn: str, redacted: str, secrets: set[str]
+) -> None:
+    assert redact_dsn(dsn) == redacted
+    if dsn.startswith("postgresql://"):
+        s = load(tmp_path, GOOD.replace("postgresql://syncer:pw@127.0.0.1:5432/syncer", dsn))
+        assert set(s.secrets()) == secrets
+        assert not any(secret in repr(s) for secret in secrets)
+    else:  # refused, without the password
+        line = error_of(tmp_path, GOOD.replace("postgresql://syncer:pw@127.0.0.1:5432/syncer", dsn))
+        assert "must start with postgresql://" in line and "secret" not in line
