@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import asyncpg
-import orjson
 import pytest
 
 from syncer.config import Settings, settings_from_mapping
@@ -32,9 +31,9 @@ from syncer.ims.backoff import Backoff
 from syncer.ims.client import ImsClient
 from syncer.simulator import Catalog, FaultRule, Simulator
 from syncer.store.pool import sync_pool
-from syncer.store.verify import verify_replay
 from syncer.sync.engine import PassResult, run_passes
 from syncer.sync.partitions import Partition
+from tests.fault_checks import assert_no_harm, assert_recovered, before
 from tests.scripted_ims import Answer, ListingHandler, ScriptedIms, Seen, image
 
 REGION, TYPE = "cn-north-4", "private"
@@ -66,45 +65,6 @@ async def sweep(pool: asyncpg.Pool, settings: Settings) -> PassResult:
     async with ImsClient(settings.api, settings.credentials, backoff=FAST) as client:
         [result] = await run_passes(pool, client, [PARTITION], "full", settings)
     return result
-
-
-@dataclass
-class Before:
-    live: set[str]
-    seqs: set[int]
-    head: int
-
-
-async def before(pool: asyncpg.Pool) -> Before:
-    live = {r[0] for r in await pool.fetch("SELECT image_id FROM ims.current_images")}
-    seqs = {r[0] for r in await pool.fetch("SELECT seq FROM ims.image_events")}
-    return Before(live, seqs, max(seqs, default=0))
-
-
-async def assert_no_harm(pool: asyncpg.Pool, was: Before, listed: set[str]) -> None:
-    """Nothing committed lost, no false tombstone, the log replays."""
-    now = await before(pool)
-    assert was.seqs <= now.seqs, "an event committed before the fault is gone"
-    assert (was.live & listed) <= now.live, "a listed image was tombstoned"
-    report = await verify_replay(pool)
-    assert report.ok, report.lines()
-
-
-async def assert_recovered(
-    pool: asyncpg.Pool, result: PassResult, catalog: list[dict[str, Any]], was: Before,
-    expected: dict[str, str],
-) -> None:  # fmt: skip
-    """The sweep after the fault completed, the database equals the catalog, and each change
-    has exactly one event (``expected``: image id → kind) since the changes were made."""
-    assert result.outcome == "ok", result.error
-    rows = await pool.fetch("SELECT image_id, raw FROM ims.current_images")
-    assert {r["image_id"]: orjson.loads(r["raw"]) for r in rows} == {o["id"]: o for o in catalog}
-    events = await pool.fetch(
-        "SELECT image_id, kind FROM ims.image_events WHERE seq > $1 ORDER BY seq", was.head
-    )
-    assert sorted((e["image_id"], e["kind"]) for e in events) == sorted(expected.items())
-    report = await verify_replay(pool)
-    assert report.ok, report.lines()
 
 
 # ---- faults of a correct server: the simulator ---------------------------------------------
