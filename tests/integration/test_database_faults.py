@@ -66,6 +66,7 @@ async def env(db: str) -> AsyncIterator[Env]:
         ("disk full", DISK_FULL, "DiskFullError: could not extend file"),
         ("statement timeout", SLOW_WRITE, "a statement exceeded database.statement_timeout"),
     ],
+    ids=["disk full", "statement timeout"],
 )
 async def test_a_refused_write_rolls_back_its_page_and_the_next_sweep_recovers(
     env: Env, fault: str, sql: str, reason: str
