@@ -179,6 +179,9 @@ class Chaos:
             self.note("SIGKILL + restart a replica")
         elif roll < 0.35:
             d = self.rng.choice(self.daemons)
+            # once it serves: a SIGTERM during the interpreter's start-up, before the daemon
+            # handles signals, ends it as the default action does (status -15)
+            await until(lambda: serving(d), 60, "the replica serving HTTP")
             rc, _ = await d.stop(signal.SIGTERM)
             assert rc == 0, d.log()[-3000:]
             await d.start()
@@ -203,6 +206,13 @@ class Chaos:
                         body = await r.read()
                         self.statuses[r.status] = self.statuses.get(r.status, 0) + 1
                         assert r.status != 500 and b"Traceback" not in body, (path, body[:300])
+
+
+async def serving(d: Daemon) -> bool:
+    try:
+        return (await d.get("/healthz"))[0] == 200
+    except (aiohttp.ClientError, TimeoutError):
+        return False
 
 
 async def db_equals_catalog(dsn: str, sim: Simulator) -> bool:
