@@ -21,6 +21,7 @@ from syncer.errors import ConfigError, SyncerError
 
 T = TypeVar("T")
 DEMO_REGIONS = ("cn-north-4", "ap-southeast-1", "eu-west-101")  # as syncer.demo.REGIONS
+EXIT_DIFFERENT = 3  # `syncer verify`: the event log and the state disagree
 out = Console()
 err = Console(stderr=True)
 
@@ -202,6 +203,32 @@ def status(obj: Ctx, stale_after: str | None, as_json: bool, runs: int) -> None:
         show_status(obj.settings, out, stale_after=seconds, as_json=as_json, runs=runs)
     )
     sys.exit(code)
+
+
+@main.command()
+@click.option(
+    "--show",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Differences to list (all are counted).",
+)
+@click.pass_obj
+@funnel
+def verify(obj: Ctx, show: int) -> None:
+    """Check that the event log replays to the state: ims.image_events, folded from the oldest
+    retained event, must find exactly ims.images (status, tombstones, every field an event
+    names). Exit status: 0 they agree; 3 they differ (a summary line, then the first
+    differences); 1 the check could not run."""
+    from syncer.store.verify import verify_database
+
+    s = obj.settings
+    report = run_async(
+        verify_database(s.database.dsn, connect_timeout=s.database.connect_timeout, show=show)
+    )
+    for line in report.lines():
+        click.echo(line)
+    sys.exit(0 if report.ok else EXIT_DIFFERENT)
 
 
 @main.command()

@@ -27,6 +27,7 @@ DEFAULT_CONFIG_PATHS = ("syncer.toml", "/etc/syncer/syncer.toml")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _REGION = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_PORT = re.compile(r"[0-9]{1,5}")  # ASCII digits only: "²".isdigit() is true, int("²") fails
 
 
 def parse_duration(text: str) -> float:
@@ -390,6 +391,15 @@ def _type_name(t: type | tuple[type, ...]) -> str:
     }.get(t, t.__name__)
 
 
+def _is_http_url(url: str) -> bool:
+    try:
+        return urlsplit(url).scheme in ("http", "https") and bool(
+            urlsplit(url.replace("{region}", "r")).hostname
+        )
+    except ValueError:  # e.g. "http://[::1" (an IPv6 host without its bracket)
+        return False
+
+
 def validate_dsn(dsn: str, where: str) -> str:
     try:
         parts = urlsplit(dsn)
@@ -407,13 +417,14 @@ def validate_dsn(dsn: str, where: str) -> str:
 
 def _check_url(r: _Reader, key: str, url: str, *, credentials: bool) -> None:
     """An http(s) URL; plain http only to a loopback host when credentials travel over it."""
-    parts = urlsplit(url.replace("{region}", "r"))
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    if not isinstance(url, str) or not _is_http_url(url):
         raise r.fail(f"api.{key}", f"must be an http(s) URL, got {url!r}")
-    if credentials and parts.scheme == "http" and not is_loopback_host(parts.hostname):
+    parts = urlsplit(url.replace("{region}", "r"))
+    host = parts.hostname or ""
+    if credentials and parts.scheme == "http" and not is_loopback_host(host):
         raise r.fail(
             f"api.{key}",
-            f"is plain http to {parts.hostname}, which would send credentials unencrypted: "
+            f"is plain http to {host}, which would send credentials unencrypted: "
             "use https (api.ca_file trusts a private CA), or a loopback address",
         )
 
@@ -560,7 +571,7 @@ def settings_from_mapping(
 
     listen = env.get("SYNCER_FEED_LISTEN") or r.get("feed", "listen", "127.0.0.1:8080")
     host, sep, port = listen.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not _PORT.fullmatch(port) or not 0 <= int(port) <= 65535:
         raise r.fail("feed.listen", f"must be HOST:PORT, got {listen!r}")
     feed = FeedSettings(
         listen=listen,

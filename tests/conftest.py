@@ -9,9 +9,10 @@ the database but is neither superuser nor CREATEROLE, and every test gets a clon
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Generator, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit, urlunsplit
 
@@ -20,6 +21,7 @@ import pytest
 
 from syncer.store.embedded import EmbeddedPostgres
 from syncer.store.migrate import migrate
+from syncer.store.verify import ReplayReport, verify_replay
 
 OWNER = "syncer_owner"
 TEMPLATE = "syncer_template"
@@ -106,3 +108,46 @@ async def empty_db(pg_server: PgServer, template_db: str) -> AsyncIterator[str]:
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
     finally:
         await conn.close()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None]
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    report = yield
+    if report.when == "call":
+        item.stash[CALL_FAILED] = report.failed
+    return report
+
+
+CALL_FAILED = pytest.StashKey[bool]()
+
+
+async def replay_report(dsn: str) -> ReplayReport:
+    conn = await asyncpg.connect(dsn)
+    try:
+        return await verify_replay(conn)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture(autouse=True)
+def replay_check(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test that used a migrated database (``db``) ends with the replay check: the event
+    log, folded over the state, finds exactly the rows (syncer.store.verify). A test that breaks
+    the log or the rows on purpose says so with ``@pytest.mark.no_replay_check("why")``."""
+    marker = request.node.get_closest_marker("no_replay_check")
+    if marker is not None:
+        assert marker.args and marker.args[0], "no_replay_check needs a reason"
+    if "db" not in request.fixturenames or marker is not None:
+        yield
+        return
+    dsn = request.getfixturevalue("db")  # set up now, so that it is torn down after this check
+    yield
+    if request.node.stash.get(CALL_FAILED, True):
+        return  # the test's own failure says enough
+    # on a loop of its own (the tests' loop is not running between fixtures)
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        report = pool.submit(asyncio.run, replay_report(dsn)).result(timeout=120)
+    if not report.ok:
+        pytest.fail("\n".join(report.lines()), pytrace=False)

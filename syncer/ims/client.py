@@ -548,10 +548,15 @@ class ImsClient:
             if "images" not in doc:
                 raise bad("has no 'images' list")
             raise bad(f"has 'images' {_json_kind(images)}, not a list")
+        wire = []
         for i, item in enumerate(images):
             if not isinstance(item, dict):
                 raise bad(f"has images[{i}] {_json_kind(item)}, not an object")
-        return [WireImage.from_object(obj) for obj in images], doc.get("page_info")
+            try:
+                wire.append(WireImage.from_object(item))
+            except (orjson.JSONEncodeError, RecursionError):
+                raise bad(f"has images[{i}] nested too deeply to keep") from None
+        return wire, doc.get("page_info")
 
     def _error_from(
         self, reply: _Reply, *, region: str, partition: str | None, prefix: str = ""

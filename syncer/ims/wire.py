@@ -147,7 +147,7 @@ def decode_answer(body: bytes) -> tuple[list[WireImage], Any] | None:
     try:
         raws = _decode_raws(body)
         images = _decode_heads(body).images
-    except (msgspec.DecodeError, msgspec.ValidationError):
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):  # nested too deep
         return None
     for img, raw in zip(images, raws.images, strict=True):
         img.raw = bytes(raw)

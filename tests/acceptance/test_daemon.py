@@ -162,6 +162,16 @@ async def test_sigterm_during_slow_pages_exits_0_promptly_and_cleanly(
     )
     assert not await conn.fetchval("SELECT count(*) FROM ims.partition_leases")
     assert not await conn.fetchval("SELECT count(*) FROM ims.replicas")
+    await assert_events_replay_to_the_state(conn)
+    # the next cycle recovers: a new daemon completes what the stopped one abandoned
+    sim.faults.clear()
+    again = await daemon(tmp_path, db, sim, name="again").start()
+    try:
+        await until(lambda: db_equals_catalog(conn, sim), 40, "consistent after the restart")
+    finally:
+        rc, _ = await again.stop()
+    assert rc == 0
+    await assert_events_replay_to_the_state(conn)
 
 
 async def test_sigkill_mid_sweep_then_a_restart_closes_the_orphan(

@@ -51,14 +51,17 @@ def scratch() -> Iterator[Path]:
 
 
 async def test_postgres_stopped_under_a_running_daemon(tmp_path: Path, scratch: Path) -> None:
-    """~10 s without the database while the catalog changes: the daemon stays up, /readyz goes
-    503 then 200, and the next round ends with exactly the right events."""
+    """The database down when the daemon starts: it serves /healthz, /readyz says it waits, and
+    it starts once the database is there. Then ~10 s without the database while the catalog
+    changes: the daemon stays up, /readyz goes 503 then 200, and the next round ends with
+    exactly the right events."""
     port = free_port()
     data = scratch / "pg"
     async with Simulator(Catalog(regions=REGIONS, images_per_partition=60, seed=9)) as sim:
         pg = EmbeddedPostgres(data, port=port, durable=False).start()
         try:
             await migrate(pg.dsn)
+            pg.stop()  # down at start
             config = daemon_config(
                 tmp_path / "d.toml",
                 dsn=pg.dsn,
@@ -67,6 +70,13 @@ async def test_postgres_stopped_under_a_running_daemon(tmp_path: Path, scratch: 
                 port=free_port(),
             )
             d = await Daemon(config, tmp_path / "d.log").start()
+            await until(lambda: _status(d, 503), 15, "/readyz 503 while the database is down")
+            assert (await d.get("/healthz"))[0] == 200
+            _, body = await d.get("/readyz")
+            assert "waiting for the database" in orjson.loads(body)["reason"], body
+            await asyncio.sleep(2)
+            assert d.proc is not None and d.proc.returncode is None, "the daemon gave up"
+            pg = EmbeddedPostgres(data, port=port, durable=False).start()
             await d.wait_ready()
             conn = await asyncpg.connect(pg.dsn)
             await until(lambda: equal(conn, sim), 40, "first sweeps")

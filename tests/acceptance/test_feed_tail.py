@@ -11,10 +11,15 @@ from collections.abc import AsyncIterator
 
 import asyncpg
 import orjson
+import pytest
 from aiohttp import web
 
 from syncer.feed import Feed
 from tests.feed_helpers import feed_settings, insert_events, with_tuning
+
+pytestmark = pytest.mark.no_replay_check(
+    "the feed's transport tests write hand-made events without image rows"
+)
 
 TUNING = with_tuning(retry_ms=200)
 

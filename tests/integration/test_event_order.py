@@ -15,6 +15,7 @@ import random
 from typing import Any
 
 import asyncpg
+import pytest
 
 from syncer.records import digest_page
 from syncer.store.passes import EVENT_LOCK_KEY, partition_pass
@@ -103,12 +104,14 @@ async def run_opposite_commits(dsn: str, table: str) -> tuple[set[str], set[str]
             await c.close()
 
 
+@pytest.mark.no_replay_check("hand-made events without image rows (and a dropped trigger)")
 async def test_seq_follows_commit_order(db: str) -> None:
     seen, written, blocked = await run_opposite_commits(db, "ims.image_events")
     assert blocked, "the second writer did not wait for the first one's lock"
     assert seen == written
 
 
+@pytest.mark.no_replay_check("hand-made events without image rows (and a dropped trigger)")
 async def test_without_the_trigger_the_reader_misses_an_event(db: str) -> None:
     """The mechanism removed: the same script loses A's event for good."""
     await drop_the_trigger(db)
@@ -166,6 +169,7 @@ async def race(dsn: str, writers: int = 8, per_writer: int = 40) -> tuple[list[i
             await c.close()
 
 
+@pytest.mark.no_replay_check("hand-made events without image rows (and a dropped trigger)")
 async def test_concurrent_writers_never_skip(db: str) -> None:
     """Many writers racing, one follower: it ends with every event, each once, in order."""
     seen, table = await race(db)
@@ -173,6 +177,7 @@ async def test_concurrent_writers_never_skip(db: str) -> None:
     assert seen == table
 
 
+@pytest.mark.no_replay_check("hand-made events without image rows (and a dropped trigger)")
 async def test_concurrent_writers_without_the_trigger_lose_events(db: str) -> None:
     await drop_the_trigger(db)
     seen, table = await race(db)

@@ -13,6 +13,10 @@ from syncer.feed.cursor import decode
 from tests.feed_helpers import Served, get_json, insert_events, serve
 from tests.integration.test_feed_http import assert_one_line_error
 
+pytestmark = pytest.mark.no_replay_check(
+    "the feed's transport tests write hand-made events without image rows"
+)
+
 
 @pytest.fixture
 async def served(db: str) -> AsyncIterator[Served]:

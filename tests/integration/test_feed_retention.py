@@ -9,10 +9,15 @@ import time
 
 import aiohttp
 import asyncpg
+import pytest
 
 from syncer.store.queries import sql
 from tests.feed_helpers import get_json, insert_events, serve, with_tuning
 from tests.integration.test_feed_http import assert_one_line_error
+
+pytestmark = pytest.mark.no_replay_check(
+    "the feed's transport tests write hand-made events without image rows"
+)
 
 OLD = "INSERT INTO ims.image_events (region, image_id, kind, occurred_at) VALUES ('r', $1, 'created', now() - $2::text::interval) RETURNING seq"
 

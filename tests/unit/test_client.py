@@ -559,6 +559,31 @@ async def test_malformed_200_is_not_retried(ims: ScriptedIms, body: bytes, fragm
     assert len(ims.seen) == 1 and sleeps.calls == []
 
 
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        (b'{"images": ' + b"[" * 1000 + b"]" * 1000 + b"}", "images[0] a list"),
+        (b'{"images": [], "page_info": ' + b"[" * 1000 + b"]" * 1000 + b"}", "'page_info' a list"),
+        (
+            b'{"images": [{"id": "a", "n": ' + b"[" * 1000 + b"]" * 1000 + b"}]}",
+            "nested too deeply",
+        ),
+        (b'{"images": [{"id": "a", "n": ' + b"[" * 5000 + b"]" * 5000 + b"}]}", "not valid JSON"),
+    ],
+    ids=["images", "page_info", "a field", "past every decoder"],
+)
+async def test_deeply_nested_answers_are_malformed(
+    ims: ScriptedIms, body: bytes, fragment: str
+) -> None:
+    """Nested deeper than the decoders go: one line, not a RecursionError (found by
+    tests/integration/test_api_fuzz.py; the pass failed as an "internal error")."""
+    ims.handler = queue(then=Answer(200, body=body))
+    async with client(ims) as c:
+        with pytest.raises(MalformedResponse) as raised:
+            await list_once(c)
+    assert fragment in str(raised.value) and "\n" not in str(raised.value)
+
+
 async def test_other_2xx_is_malformed(ims: ScriptedIms) -> None:
     ims.handler = queue(then=Answer(202, PAGE))
     async with client(ims) as c:

@@ -142,6 +142,19 @@ def test_good_config_and_env_overrides(tmp_path: Path) -> None:
             lambda t: t.replace("https://ims.{region}", "ims.{region}"),
             "api.endpoint must be an http(s) URL",
         ),
+        # found by tests/unit/test_config_fuzz.py: these raised ValueError, not one line
+        (
+            lambda t: t.replace('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:80²"'),
+            "feed.listen must be HOST:PORT, got '127.0.0.1:80²'",
+        ),
+        (
+            lambda t: t.replace('listen = "127.0.0.1:8080"', 'listen = "127.0.0.1:٨٠"'),
+            "feed.listen must be HOST:PORT",  # Arabic-Indic digits: int() takes them, we do not
+        ),
+        (
+            lambda t: t.replace("https://ims.{region}", "http://[::1"),
+            "api.endpoint must be an http(s) URL, got 'http://[::1.myhuaweicloud.com'",
+        ),
         # bad DSNs
         (
             lambda t: t.replace("postgresql://syncer:pw@127.0.0.1:5432/syncer", "mysql://x@h/db"),
