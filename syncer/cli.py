@@ -221,6 +221,13 @@ def status(obj: Ctx, stale_after: str | None, as_json: bool, runs: int) -> None:
     help="Changes per second per partition (creations, transitions, updates, deletions).",
 )
 @click.option("--faults", default="", help='Fault spec, e.g. "429:0.05,500:0.02,slow:0.1:2.0".')
+@click.option(
+    "--render-cache",
+    default=250_000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Serialized image objects kept for serving (0 = render every object every time).",
+)
 @funnel
 def simulate(
     host: str,
@@ -231,6 +238,7 @@ def simulate(
     auth: str,
     change_rate: float,
     faults: str,
+    render_cache: int,
 ) -> None:
     """Serve the built-in IMS simulator (GET /{region}/v2/cloudimages)."""
     from syncer.simulator.server import run_simulator_cli
@@ -244,6 +252,7 @@ def simulate(
         auth=auth,
         change_rate=change_rate,
         faults_spec=faults,
+        render_cache=render_cache,
     )
 
 

@@ -498,6 +498,7 @@ def run_simulator_cli(
     change_rate: float,
     faults_spec: str,
     host: str = "127.0.0.1",
+    render_cache: int = 250_000,
 ) -> None:
     """Serve until SIGINT/SIGTERM. Credentials come from the SDK's environment names."""
     if not regions:
@@ -511,6 +512,7 @@ def run_simulator_cli(
         raise ConfigError(f"simulate --faults: {e}") from None
     began = time.monotonic()
     catalog = Catalog(regions=regions, images_per_partition=images_per_partition, seed=seed)
+    catalog.render_cache.limit = render_cache
     log.info(
         "catalog generated",
         extra={
