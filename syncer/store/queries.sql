@@ -19,6 +19,10 @@ TRUNCATE sync_seen;
 -- Every join of a pass is over a page or a partition whose statistics are stale mid-sync:
 -- hashed, never a nested loop that could turn quadratic (LATERAL probes stay what they are).
 SET enable_nestloop = off;
+-- ... and no JIT: a LATERAL probe is a nested loop all the same, now costed above 10^10, which
+-- made every probe statement (a delta's prefilter, every upsert) "expensive" enough to be
+-- JIT-compiled: 1-5 s of compiling per statement for a millisecond of work.
+SET jit = off;
 
 -- name: ensure_partition
 INSERT INTO ims.partitions (region, image_type) VALUES ($1, $2) ON CONFLICT DO NOTHING;
