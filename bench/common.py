@@ -292,11 +292,28 @@ class CpuMeter:
             _machine_busy(),
         )
 
+    def _backends(self) -> set[int]:
+        if self.postmaster is None:
+            return set()
+        with contextlib.suppress(psutil.Error):
+            return {c.pid for c in psutil.Process(self.postmaster).children()}
+        return set()
+
+    def _settle(self, before: set[int]) -> None:
+        """Wait (briefly) for the sessions opened during the step to end and be reaped: a
+        backend's CPU moves into the postmaster's children times only once it is reaped."""
+        deadline = time.monotonic() + 5
+        while self._backends() - before and time.monotonic() < deadline:
+            time.sleep(0.02)
+
     @contextlib.contextmanager
     def measure(self, label: str, client: str = "syncer") -> Iterator[None]:
+        backends = self._backends()
         w0, c0, m0 = self._snapshot()
         yield
-        w1, c1, m1 = self._snapshot()
+        w1, m1 = time.perf_counter(), _machine_busy()
+        self._settle(backends)
+        _, c1, _ = self._snapshot()
         use = self.uses.setdefault(label, CpuUse(client))
         use.wall += w1 - w0
         use.machine += m1 - m0
