@@ -57,11 +57,14 @@ WHERE id = $1 AND outcome = 'running';
 -- name: page_prefilter
 -- One round trip per page, in autocommit: remember what a full sweep saw and return the
 -- positions (1-based) of the images that need a write, and whether a row exists for each.
--- An unchanged image costs nothing more.
+-- An unchanged image costs nothing more. The page's ids come as one JSON array ($3) and their
+-- 16-byte content hashes as one bytea, end to end ($4): a Python list bound as an array costs
+-- the driver two isinstance checks against abstract classes per element.
 -- This form (delta passes) probes the primary key per image: a delta page's images are spread
 -- over the whole partition. LATERAL … LIMIT 1 keeps it a probe whatever the statistics say.
 WITH page AS (
-    SELECT * FROM unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS p(image_id, content_hash, ord)
+    SELECT p.image_id, substring($4::bytea FROM p.ord::int * 16 - 15 FOR 16) AS content_hash, p.ord
+    FROM json_array_elements_text($3::json) WITH ORDINALITY AS p(image_id, ord)
 ), seen AS (
     INSERT INTO sync_seen (image_id) SELECT image_id FROM page WHERE $5::boolean
     ON CONFLICT DO NOTHING
@@ -87,7 +90,8 @@ SELECT ord, known FROM wanted;
 -- that range unchanged (new, tombstoned, missed, in another partition, its created_at
 -- changed) is wanted, and `known` is then probed for it alone.
 WITH page AS (
-    SELECT * FROM unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS p(image_id, content_hash, ord)
+    SELECT p.image_id, substring($4::bytea FROM p.ord::int * 16 - 15 FOR 16) AS content_hash, p.ord
+    FROM json_array_elements_text($3::json) WITH ORDINALITY AS p(image_id, ord)
 ), seen AS (
     INSERT INTO sync_seen (image_id) SELECT image_id FROM page WHERE $5::boolean
     ON CONFLICT DO NOTHING
@@ -164,16 +168,24 @@ INSERT INTO sync_page_events (image_id, kind, old_status, new_status, changes)
 SELECT image_id, kind, old_status, new_status, changes FROM classified WHERE kind IS NOT NULL
 RETURNING kind;
 
--- name: stage_created_events
--- New images COPied straight into ims.image_rows (the fast path of a first sync): one event each.
-INSERT INTO sync_page_events (image_id, kind, old_status, new_status, changes)
-SELECT image_id, 'created', NULL, status, '{}'::jsonb FROM unnest($1::text[], $2::text[]) AS n(image_id, status);
-
 -- name: append_events
 -- The LAST statement before COMMIT: the feed's advisory lock is held only from here to COMMIT.
 INSERT INTO ims.image_events (region, image_id, kind, old_status, new_status, changes, sync_run_id)
 SELECT $1, image_id, kind, old_status, new_status, changes, $2
 FROM sync_page_events ORDER BY image_id;
+
+-- name: append_page_events
+-- append_events for a page: also one 'created' event per image COPied straight into
+-- ims.image_rows (the fast path of a first sync), whose ids and statuses come as two JSON arrays
+-- ($3, $4): no staging of those events, no round trip of their own.
+INSERT INTO ims.image_events (region, image_id, kind, old_status, new_status, changes, sync_run_id)
+SELECT $1, image_id, kind, old_status, new_status, changes, $2 FROM (
+    SELECT image_id, kind, old_status, new_status, changes FROM sync_page_events
+    UNION ALL
+    SELECT n.image_id, 'created', NULL, n.status, '{}'::jsonb
+    FROM ROWS FROM (json_array_elements_text($3::json), json_array_elements_text($4::json))
+        AS n(image_id, status)
+) e ORDER BY image_id;
 
 -- name: sweep_counts
 SELECT (SELECT count(*) FROM sync_seen) AS seen,
