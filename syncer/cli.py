@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -69,6 +70,16 @@ def funnel(fn: Callable[..., T]) -> Callable[..., T]:
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
+
+
+def tune_gc() -> None:
+    """For the long loops (sync, run): what start-up built (modules, settings) is never
+    garbage, so the collector stops re-scanning it; and a page allocates thousands of
+    short-lived containers freed by reference counting, so the youngest generation is
+    collected every 50,000 allocations rather than every 700 (py-spy: the collector was 5% of
+    a first sync)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 @click.group(
@@ -164,6 +175,7 @@ def sync(
         fail("sync needs --once (the scheduled daemon is `syncer run`)", 2)
     from syncer.progress import sync_once
 
+    tune_gc()
     results = run_async(sync_once(obj.settings, mode, regions, image_types, out))  # type: ignore[arg-type]
     sys.exit(0 if all(r.outcome == "ok" for r in results) else 1)
 
@@ -262,6 +274,8 @@ def simulate(
 def run(obj: Ctx) -> None:
     """The daemon: scheduler, change-feed HTTP server, health and metrics (stops on SIGTERM)."""
     from syncer.daemon import run_daemon
+
+    tune_gc()
 
     run_async(run_daemon(obj.settings))
 
