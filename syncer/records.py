@@ -356,7 +356,8 @@ def to_record(
 
 
 class PageDigest(NamedTuple):
-    """What a page costs before we know whether anything changed: ids, hashes, newest update.
+    """What a page costs before we know whether anything changed: ids, hashes, its span of
+    creation times (a full sweep's prefilter reads the partition's rows within it).
 
     Typed records are built only for the images that need a write (``records``), so an
     unchanged image costs one hash and nothing more.
@@ -365,7 +366,6 @@ class PageDigest(NamedTuple):
     objects: list[WireImage]
     ids: list[str]
     hashes: list[bytes]
-    newest_update: datetime | None
     oldest_created: datetime | None
     newest_created: datetime | None
     listed_deleted: int  # images listed with status "deleted"
@@ -402,11 +402,22 @@ def time_span(values: Sequence[object]) -> tuple[datetime | None, datetime | Non
     IMS's own format is compared as text and only candidates are parsed: a page costs two
     parses, not one per image.
     """
-    texts = sorted(v for v in values if _is_ims_time(v))
-    times = [t for v in values if not _is_ims_time(v) and (t := parse_time(v)) is not None]
-    # from each end, the first text that parses (almost always the very first)
-    for ordered in (texts, reversed(texts)):
-        times += itertools.islice(filter(None, map(parse_time, ordered)), 1)
+    texts: list[str] = []
+    times: list[datetime] = []
+    for v in values:
+        if _is_ims_time(v):
+            texts.append(v)
+        elif v is not None and (t := parse_time(v)) is not None:
+            times.append(t)
+    if texts:
+        oldest, newest = parse_time(min(texts)), parse_time(max(texts))
+        if oldest is None or newest is None:  # IMS-shaped but no such time: go the long way
+            texts.sort()
+            # from each end, the first text that parses (almost always the very first)
+            for ordered in (texts, reversed(texts)):
+                times += itertools.islice(filter(None, map(parse_time, ordered)), 1)
+        else:
+            times += (oldest, newest)
     return (min(times), max(times)) if times else (None, None)
 
 
@@ -416,18 +427,17 @@ def digest_page(objs: Sequence[WireImage | dict[str, Any]], *, partition: str = 
     ids: list[str] = []
     hashes: list[bytes] = []
     blake2b = hashlib.blake2b
+    listed_deleted = 0
     for i, img in enumerate(images):
         image_id = img.id
         if not usable_id(image_id):
             raise _missing_id(partition, i)
         ids.append(image_id)
         hashes.append(blake2b(img.raw, digest_size=16).digest())
+        if img.status == "deleted":
+            listed_deleted += 1
     oldest_created, newest_created = time_span([img.created_at for img in images])
-    newest_update = time_span([img.updated_at for img in images])[1]
-    listed_deleted = sum(1 for img in images if img.status == "deleted")
-    return PageDigest(
-        images, ids, hashes, newest_update, oldest_created, newest_created, listed_deleted
-    )
+    return PageDigest(images, ids, hashes, oldest_created, newest_created, listed_deleted)
 
 
 def to_records(
