@@ -222,6 +222,7 @@ class CpuUse:
     wall: float = 0.0
     seconds: dict[str, float] = field(default_factory=lambda: dict.fromkeys(ROLES, 0.0))
     machine: float = 0.0
+    images: int = 0  # images the figure's steps handled (for CPU per image)
 
     def cores(self, role: str) -> float:
         return self.seconds[role] / self.wall if self.wall else 0.0
@@ -256,9 +257,14 @@ class CpuUse:
             for r in ROLES
             if self.seconds[r] > 0.05 * self.wall or r in ("simulator", "postgres")
         ]
+        per_image = ""
+        if self.images:
+            us = {r: self.seconds[r] / self.images * 1e6 for r in ROLES}
+            shown = [f"{name.get(r, r)} {us[r]:.1f}" for r in ROLES if us[r] >= 0.05]
+            per_image = f"; µs of CPU per image: {' + '.join(shown)} = {sum(us.values()):.1f}"
         return (
             f"cpu (cores over {self.wall:.1f}s): {' · '.join(parts)} · other users "
-            f"{self.others:.2f} → {self.verdict()}"
+            f"{self.others:.2f} → {self.verdict()}{per_image}"
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -269,6 +275,7 @@ class CpuUse:
             "machine_cpu_seconds": round(self.machine, 3),
             "other_users_cores": round(self.others, 3),
             "verdict": self.verdict(),
+            "images": self.images,
         }
 
 
@@ -307,7 +314,7 @@ class CpuMeter:
             time.sleep(0.02)
 
     @contextlib.contextmanager
-    def measure(self, label: str, client: str = "syncer") -> Iterator[None]:
+    def measure(self, label: str, client: str = "syncer", images: int = 0) -> Iterator[None]:
         backends = self._backends()
         w0, c0, m0 = self._snapshot()
         yield
@@ -315,6 +322,7 @@ class CpuMeter:
         self._settle(backends)
         _, c1, _ = self._snapshot()
         use = self.uses.setdefault(label, CpuUse(client))
+        use.images += images
         use.wall += w1 - w0
         use.machine += m1 - m0
         for role in ROLES:
