@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import gc
 import logging
 import sys
 from collections.abc import Callable, Coroutine
@@ -74,6 +75,16 @@ def funnel(fn: Callable[..., T]) -> Callable[..., T]:
 
 def run_async(coro: Coroutine[Any, Any, T]) -> T:
     return asyncio.run(coro)
+
+
+def tune_gc() -> None:
+    """For the long loops (sync, run): what start-up built (modules, settings) is never
+    garbage, so the collector stops re-scanning it; and a page allocates thousands of
+    short-lived containers freed by reference counting, so the youngest generation is
+    collected every 50,000 allocations rather than every 700 (py-spy: the collector was 5% of
+    a first sync)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
 
 
 @click.group(
@@ -169,6 +180,7 @@ def sync(
         fail("sync needs --once (the scheduled daemon is `syncer run`)", 2)
     from syncer.progress import sync_once
 
+    tune_gc()
     results = run_async(sync_once(obj.settings, mode, regions, image_types, out))  # type: ignore[arg-type]
     sys.exit(0 if all(r.outcome == "ok" for r in results) else 1)
 
@@ -252,6 +264,13 @@ def verify(obj: Ctx, show: int) -> None:
     help="Changes per second per partition (creations, transitions, updates, deletions).",
 )
 @click.option("--faults", default="", help='Fault spec, e.g. "429:0.05,500:0.02,slow:0.1:2.0".')
+@click.option(
+    "--render-cache",
+    default=250_000,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Serialized image objects kept for serving (0 = render every object every time).",
+)
 @funnel
 def simulate(
     host: str,
@@ -262,6 +281,7 @@ def simulate(
     auth: str,
     change_rate: float,
     faults: str,
+    render_cache: int,
 ) -> None:
     """Serve the built-in IMS simulator (GET /{region}/v2/cloudimages)."""
     from syncer.simulator.server import run_simulator_cli
@@ -275,6 +295,7 @@ def simulate(
         auth=auth,
         change_rate=change_rate,
         faults_spec=faults,
+        render_cache=render_cache,
     )
 
 
@@ -284,6 +305,8 @@ def simulate(
 def run(obj: Ctx) -> None:
     """The daemon: scheduler, change-feed HTTP server, health and metrics (stops on SIGTERM)."""
     from syncer.daemon import run_daemon
+
+    tune_gc()
 
     run_async(run_daemon(obj.settings))
 

@@ -483,6 +483,13 @@ class Catalog:
 
         step(self, rate, rng)
 
+    def mutate(self, changes: int, rng: random.Random) -> dict[str, int]:
+        """Exactly ``changes`` changes spread evenly over every partition (see
+        ``life.mutate``); how many of each kind were made."""
+        from syncer.simulator.life import mutate
+
+        return dict(mutate(self, changes, rng))
+
     def iter_partitions(self, region: str) -> Iterator[Partition]:
         for image_type in self.image_types:
             yield self.partitions[(region, image_type)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from typing import Any
 
 from syncer.simulator.catalog import REMOVED, Catalog, Partition
@@ -62,28 +63,55 @@ def _field_change(part: Partition, image_id: str, rng: random.Random) -> dict[st
     return {"min_disk": max(40, int(part.value(img, "min_disk") or 40) + 10)}
 
 
+def change_one(
+    catalog: Catalog, region: str, image_type: str, part: Partition, rng: random.Random
+) -> str | None:
+    """One change in one partition, in life's proportions; what it was (``created``,
+    ``transition``, ``updated``, ``deleted``), or None when there was nothing to change."""
+    roll = rng.random()
+    if roll < _CREATE:
+        catalog.create(region, image_type)
+        return "created"
+    if roll < _CREATE + _TRANSITION and part.in_flight:
+        image_id = next(iter(part.in_flight))  # the upload waiting longest
+        status = part.images[image_id].status
+        new = "saving" if status == "queued" else "active" if rng.random() < 0.85 else "killed"
+        catalog.set_status(region, image_id, new)
+        return "transition"
+    target = _random_live(part, rng)
+    if target is None:
+        return None
+    protected = part.value(part.images[target], "protected") is True
+    if roll >= 1 - _DELETE and not protected:
+        catalog.delete(region, target)
+        return "deleted"
+    catalog.update(region, target, **_field_change(part, target, rng))
+    return "updated"
+
+
 def step(catalog: Catalog, rate: float, rng: random.Random) -> None:
     """About ``rate`` changes (Poisson) in each partition of the catalog."""
     for (region, image_type), part in list(catalog.partitions.items()):
         for _ in range(_count(rate, rng)):
-            roll = rng.random()
-            if roll < _CREATE:
-                catalog.create(region, image_type)
-                continue
-            if roll < _CREATE + _TRANSITION and part.in_flight:
-                image_id = next(iter(part.in_flight))  # the upload waiting longest
-                status = part.images[image_id].status
-                if status == "queued":
-                    new = "saving"
-                else:
-                    new = "active" if rng.random() < 0.85 else "killed"
-                catalog.set_status(region, image_id, new)
-                continue
-            target = _random_live(part, rng)
-            if target is None:
-                continue
-            protected = part.value(part.images[target], "protected") is True
-            if roll >= 1 - _DELETE and not protected:
-                catalog.delete(region, target)
-            else:
-                catalog.update(region, target, **_field_change(part, target, rng))
+            change_one(catalog, region, image_type, part, rng)
+
+
+def mutate(catalog: Catalog, changes: int, rng: random.Random) -> Counter[str]:
+    """Exactly ``changes`` changes (or as many as the catalog allows), spread evenly over every
+    partition — round robin, one at a time — each a creation, a status transition, a field
+    update or a deletion in life's proportions (deletions never of protected images: those
+    become updates). Returns how many of each kind were made."""
+    made: Counter[str] = Counter()
+    parts = list(catalog.partitions.items())
+    idle = 0  # partitions in a row that had nothing to change
+    i = 0
+    while sum(made.values()) < changes and parts and idle < len(parts):
+        (region, image_type), part = parts[i % len(parts)]
+        i += 1
+        kind = change_one(catalog, region, image_type, part, rng)
+        if kind is None:
+            idle += 1
+            continue
+        idle = 0
+        made[kind] += 1
+    return made

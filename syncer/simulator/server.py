@@ -6,7 +6,8 @@ URL layout (one process, many regions; see docs/simulator.md):
 * ``GET /v2/cloudimages`` — the default region (Huawei's SDK keeps only scheme, host and port
   of an endpoint, so it always lands here);
 * ``POST /v3/auth/tokens`` and ``POST /{region}/v3/auth/tokens`` — IAM password login;
-* ``GET|POST|DELETE /_sim/faults``, ``GET /_sim/stats`` — control, loopback clients only.
+* ``GET|POST|DELETE /_sim/faults``, ``GET /_sim/stats``, ``POST /_sim/mutate`` — control,
+  loopback clients only.
 """
 
 from __future__ import annotations
@@ -171,6 +172,7 @@ class Simulator:
         app.router.add_post("/_sim/faults", self._faults_post)
         app.router.add_delete("/_sim/faults", self._faults_delete)
         app.router.add_get("/_sim/stats", self._stats)
+        app.router.add_post("/_sim/mutate", self._mutate)
         self._runner = web.AppRunner(
             app, access_log=None, handle_signals=False, shutdown_timeout=1.0
         )
@@ -397,6 +399,25 @@ class Simulator:
         self.faults.clear()
         return web.json_response({"cleared": n}, dumps=_dumps)
 
+    async def _mutate(self, request: web.Request) -> web.Response:
+        """``{"changes": N[, "seed": S]}`` → N changes spread over every partition, now."""
+        self._control_allowed(request)
+        try:
+            data = orjson.loads(await request.read())
+            if not isinstance(data, dict) or set(data) - {"changes", "seed"}:
+                raise ValueError('a mutation is {"changes": N} or {"changes": N, "seed": S}')
+            changes = data.get("changes")
+            seed = data.get("seed")
+            if isinstance(changes, bool) or not isinstance(changes, int) or changes < 0:
+                raise ValueError("changes must be an integer >= 0")
+            if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
+                raise ValueError("seed must be an integer")
+        except (orjson.JSONDecodeError, ValueError) as e:
+            return web.json_response({"error": str(e)}, status=400, dumps=_dumps)
+        rng = self._life_rng if seed is None else random.Random(f"mutate/{seed}")
+        made = self.catalog.mutate(changes, rng)
+        return web.json_response({"changes": sum(made.values()), "by_kind": made}, dumps=_dumps)
+
     async def _stats(self, request: web.Request) -> web.Response:
         self._control_allowed(request)
         cat = self.catalog
@@ -477,6 +498,7 @@ def run_simulator_cli(
     change_rate: float,
     faults_spec: str,
     host: str = "127.0.0.1",
+    render_cache: int = 250_000,
 ) -> None:
     """Serve until SIGINT/SIGTERM. Credentials come from the SDK's environment names."""
     if not regions:
@@ -490,6 +512,7 @@ def run_simulator_cli(
         raise ConfigError(f"simulate --faults: {e}") from None
     began = time.monotonic()
     catalog = Catalog(regions=regions, images_per_partition=images_per_partition, seed=seed)
+    catalog.render_cache.limit = render_cache
     log.info(
         "catalog generated",
         extra={

@@ -45,7 +45,7 @@ import subprocess
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -345,8 +345,9 @@ class EmbeddedPostgres:
     The data directory is a temporary one (removed on exit) unless ``data_dir`` is given, in
     which case it is kept and reused (see :func:`persistent_data_dir` for one the server's user
     can reach). ``durable=False`` turns fsync off: for tests only. ``port`` defaults to a free
-    one. ``start()`` raises :class:`EmbeddedServerError` (one line: the cause, the way out) and
-    leaves no process behind.
+    one. ``settings`` are more server settings (e.g. ``{"shared_preload_libraries":
+    "pg_stat_statements"}`` for profiling). ``start()`` raises :class:`EmbeddedServerError`
+    (one line: the cause, the way out) and leaves no process behind.
     """
 
     def __init__(
@@ -356,8 +357,10 @@ class EmbeddedPostgres:
         port: int | None = None,
         durable: bool = True,
         binaries: Binaries | None = None,
+        settings: Mapping[str, str] | None = None,
     ) -> None:
         self.binaries = binaries or find_binaries()
+        self.settings = dict(settings or {})  # more server settings (-c name=value)
         self._keep = data_dir is not None
         self._root = Path(data_dir).absolute() if data_dir is not None else None
         self._port_given = port is not None
@@ -559,6 +562,8 @@ class EmbeddedPostgres:
                 "-c",
                 "full_page_writes=off",
             ]
+        for name, value in self.settings.items():
+            args += ["-c", f"{name}={value}"]
         logpath = self.root / "postgres.log"
         with open(logpath, "ab") as logfile:
             offset = logfile.tell()

@@ -12,6 +12,7 @@ import logging
 from dataclasses import dataclass, field
 
 import asyncpg
+import orjson
 
 from syncer.records import COLUMNS, PageDigest
 from syncer.store.leases import Lease, fence
@@ -47,7 +48,11 @@ class PageWriter:
         The events of the page are appended last, in the same transaction as its rows.
         """
         conn, counts = self.conn, self.counts
-        args = (self.region, self.image_type, page.ids, page.hashes, self.mode == "full")
+        hashes = b"".join(page.hashes)
+        if len(hashes) != 16 * len(page.ids):
+            raise ValueError("content hashes must be 16 bytes each")
+        ids = orjson.dumps(page.ids).decode()
+        args = (self.region, self.image_type, ids, hashes, self.mode == "full")
         if self.mode == "full" and page.oldest_created is not None:
             wanted = await conn.fetch(
                 sql("page_prefilter_range"), *args, page.oldest_created, page.newest_created
@@ -96,9 +101,6 @@ class PageWriter:
                 columns=("region", "image_type", *COLUMNS),
                 records=[(self.region, self.image_type, *r) for r in fresh],
             )
-            await conn.execute(
-                sql("stage_created_events"), [r.image_id for r in fresh], [r.status for r in fresh]
-            )
             kinds += ["created"] * len(fresh)
         if staged:
             await conn.copy_records_to_table("sync_stage", records=staged, columns=COLUMNS)
@@ -106,7 +108,13 @@ class PageWriter:
             kinds += [r["kind"] for r in upserted]
         await fence(conn, self.lease)
         if kinds:
-            await conn.execute(sql("append_events"), self.region, self.run_id)
+            await conn.execute(
+                sql("append_page_events"),
+                self.region,
+                self.run_id,
+                orjson.dumps([r.image_id for r in fresh]).decode(),
+                orjson.dumps([r.status for r in fresh]).decode(),
+            )
         # counted once the transaction's statements are done (a rollback re-raises past here)
         counts.written += len(records)
         counts.add_kinds(kinds)

@@ -13,12 +13,20 @@ CREATE TEMP TABLE IF NOT EXISTS sync_stage (
 CREATE TEMP TABLE IF NOT EXISTS sync_page_events (
     image_id text, kind text, old_status text, new_status text, changes jsonb
 ) ON COMMIT DELETE ROWS;
--- The ids a full sweep saw, each once (a key: a duplicate must not stand in for an absence).
-CREATE TEMP TABLE IF NOT EXISTS sync_seen (image_id text PRIMARY KEY);
-TRUNCATE sync_seen;
+-- The ids a full sweep saw. No key: a unique index cost every page ~4 us per image to
+-- maintain (half of an unchanged page's database time); sweep_counts counts distinct ids
+-- instead, once per sweep, so a duplicate still cannot stand in for an absence.
+CREATE TEMP TABLE IF NOT EXISTS sync_seen (image_id text);
+-- Emptied only when it holds something: a TRUNCATE gives the table and its index new files,
+-- ~10 ms, which was half of what a delta pass cost (pg_stat_statements).
+DO $$ BEGIN IF EXISTS (SELECT FROM sync_seen) THEN TRUNCATE sync_seen; END IF; END $$;
 -- Every join of a pass is over a page or a partition whose statistics are stale mid-sync:
 -- hashed, never a nested loop that could turn quadratic (LATERAL probes stay what they are).
 SET enable_nestloop = off;
+-- ... and no JIT: a LATERAL probe is a nested loop all the same, now costed above 10^10, which
+-- made every probe statement (a delta's prefilter, every upsert) "expensive" enough to be
+-- JIT-compiled: 1-5 s of compiling per statement for a millisecond of work.
+SET jit = off;
 
 -- name: ensure_partition
 INSERT INTO ims.partitions (region, image_type) VALUES ($1, $2) ON CONFLICT DO NOTHING;
@@ -53,14 +61,16 @@ WHERE id = $1 AND outcome = 'running';
 -- name: page_prefilter
 -- One round trip per page, in autocommit: remember what a full sweep saw and return the
 -- positions (1-based) of the images that need a write, and whether a row exists for each.
--- An unchanged image costs nothing more.
+-- An unchanged image costs nothing more. The page's ids come as one JSON array ($3) and their
+-- 16-byte content hashes as one bytea, end to end ($4): a Python list bound as an array costs
+-- the driver two isinstance checks against abstract classes per element.
 -- This form (delta passes) probes the primary key per image: a delta page's images are spread
 -- over the whole partition. LATERAL … LIMIT 1 keeps it a probe whatever the statistics say.
 WITH page AS (
-    SELECT * FROM unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS p(image_id, content_hash, ord)
+    SELECT p.image_id, substring($4::bytea FROM p.ord::int * 16 - 15 FOR 16) AS content_hash, p.ord
+    FROM json_array_elements_text($3::json) WITH ORDINALITY AS p(image_id, ord)
 ), seen AS (
     INSERT INTO sync_seen (image_id) SELECT image_id FROM page WHERE $5::boolean
-    ON CONFLICT DO NOTHING
 ), wanted AS (
     SELECT p.ord, r.image_id IS NOT NULL AS known FROM page p
     LEFT JOIN LATERAL (
@@ -83,10 +93,10 @@ SELECT ord, known FROM wanted;
 -- that range unchanged (new, tombstoned, missed, in another partition, its created_at
 -- changed) is wanted, and `known` is then probed for it alone.
 WITH page AS (
-    SELECT * FROM unnest($3::text[], $4::bytea[]) WITH ORDINALITY AS p(image_id, content_hash, ord)
+    SELECT p.image_id, substring($4::bytea FROM p.ord::int * 16 - 15 FOR 16) AS content_hash, p.ord
+    FROM json_array_elements_text($3::json) WITH ORDINALITY AS p(image_id, ord)
 ), seen AS (
     INSERT INTO sync_seen (image_id) SELECT image_id FROM page WHERE $5::boolean
-    ON CONFLICT DO NOTHING
 ), stored AS MATERIALIZED (
     SELECT r.image_id, r.content_hash FROM ims.image_rows r
     WHERE r.region = $1 AND r.image_type = $2 AND r.deleted_at IS NULL
@@ -96,9 +106,15 @@ WITH page AS (
         ON s.image_id = p.image_id AND s.content_hash = p.content_hash
     WHERE s.image_id IS NULL
 )
-SELECT w.ord, EXISTS (
-    SELECT 1 FROM ims.image_rows r WHERE r.region = $1 AND r.image_id = w.image_id
-) AS known FROM wanted w;
+-- `known` is a primary-key probe per wanted image, written as LATERAL … LIMIT 1 so that it
+-- stays one: as EXISTS, a generic plan built on stale mid-sync statistics hashed it instead —
+-- every page of a first sync read the region's whole table (auto_explain at 500,000 rows:
+-- 198,500 heap rows, 610 ms per page), a first sync quadratic in the region's size.
+SELECT w.ord, k.image_id IS NOT NULL AS known FROM wanted w
+LEFT JOIN LATERAL (
+    SELECT r.image_id FROM ims.image_rows r WHERE r.region = $1 AND r.image_id = w.image_id
+    LIMIT 1
+) k ON true;
 
 -- name: page_upsert
 -- Writes ONLY rows whose content changed (or whose liveness did), and stages exactly one event
@@ -160,19 +176,27 @@ INSERT INTO sync_page_events (image_id, kind, old_status, new_status, changes)
 SELECT image_id, kind, old_status, new_status, changes FROM classified WHERE kind IS NOT NULL
 RETURNING kind;
 
--- name: stage_created_events
--- New images COPied straight into ims.image_rows (the fast path of a first sync): one event each.
-INSERT INTO sync_page_events (image_id, kind, old_status, new_status, changes)
-SELECT image_id, 'created', NULL, status, '{}'::jsonb FROM unnest($1::text[], $2::text[]) AS n(image_id, status);
-
 -- name: append_events
 -- The LAST statement before COMMIT: the feed's advisory lock is held only from here to COMMIT.
 INSERT INTO ims.image_events (region, image_id, kind, old_status, new_status, changes, sync_run_id)
 SELECT $1, image_id, kind, old_status, new_status, changes, $2
 FROM sync_page_events ORDER BY image_id;
 
+-- name: append_page_events
+-- append_events for a page: also one 'created' event per image COPied straight into
+-- ims.image_rows (the fast path of a first sync), whose ids and statuses come as two JSON arrays
+-- ($3, $4): no staging of those events, no round trip of their own.
+INSERT INTO ims.image_events (region, image_id, kind, old_status, new_status, changes, sync_run_id)
+SELECT $1, image_id, kind, old_status, new_status, changes, $2 FROM (
+    SELECT image_id, kind, old_status, new_status, changes FROM sync_page_events
+    UNION ALL
+    SELECT n.image_id, 'created', NULL, n.status, '{}'::jsonb
+    FROM ROWS FROM (json_array_elements_text($3::json), json_array_elements_text($4::json))
+        AS n(image_id, status)
+) e ORDER BY image_id;
+
 -- name: sweep_counts
-SELECT (SELECT count(*) FROM sync_seen) AS seen,
+SELECT (SELECT count(DISTINCT image_id) FROM sync_seen) AS seen,
        (SELECT count(*) FROM ims.image_rows
         WHERE region = $1 AND image_type = $2 AND deleted_at IS NULL) AS live;
 

@@ -52,7 +52,7 @@ async def judge_absences(
             )
         return SweepVerdict(seen, live, 0, reason)
     # Every listed image is now a row of this partition, live unless it was listed as
-    # deleted; sync_seen holds each id once. So the live rows the sweep did not see number
+    # deleted; seen counts each id once. So the live rows the sweep did not see number
     # live - (seen - listed_deleted): when that is 0, the anti-join over the whole partition
     # would find nothing (the common case) and is skipped.
     unseen = live - (seen - p.listed_deleted)

@@ -314,7 +314,7 @@ async def test_delta_never_tombstones_and_moves_watermark_to_its_start(
 
 
 async def test_a_duplicate_id_cannot_hide_an_absence(pool: asyncpg.Pool) -> None:
-    """sync_seen is keyed: an id listed twice counts once, so the count-based shortcut (live −
+    """seen counts distinct ids: an id listed twice counts once, so the count-based shortcut (live −
     seen = 0 → nothing missing) cannot skip the anti-join while an image is in fact absent."""
     await sweep(pool, [[image(i) for i in range(1, 6)]])
     again = [[image(1), image(2), image(3)], [image(3), image(4)]]  # 3 twice, 5 absent

@@ -290,6 +290,18 @@ async def test_control_api_and_stats(http: aiohttp.ClientSession) -> None:
         assert sim.faults.rules == []
 
 
+async def test_control_api_mutates_the_catalog(http: aiohttp.ClientSession) -> None:
+    async with Simulator(images_per_partition=10) as sim:
+        url = sim.base_url + "/_sim/mutate"
+        async with http.post(url, json={"changes": 12, "seed": 3}) as r:
+            assert r.status == 200
+            doc = await r.json()
+        assert doc["changes"] == 12 == sum(doc["by_kind"].values()) == sim.catalog.changes
+        for bad in ({"changes": -1}, {"changes": "x"}, {"changes": 1, "what": 2}, [1]):
+            async with http.post(url, json=bad) as r:
+                assert r.status == 400
+
+
 async def test_a_living_catalog_changes_by_itself() -> None:
     async with Simulator(images_per_partition=20, change_rate=40) as sim:
         await asyncio.sleep(0.8)

@@ -268,6 +268,26 @@ def test_life_creates_transitions_updates_and_deletes() -> None:
             assert got == sorted_reference(now, sort_key, desc=True)
 
 
+def test_mutate_makes_exactly_n_changes_of_every_kind_over_every_partition() -> None:
+    clock = Clock(1_800_000_000)
+    cat = Catalog(regions=[REGION, "r2"], images_per_partition=100, seed=5, clock=clock)
+    before = {key: {i["id"]: i for i in cat.images(*key)} for key in cat.partitions}
+    clock.t += 1
+    made = cat.mutate(80, random.Random(2))
+    assert sum(made.values()) == 80 == cat.changes
+    assert {"created", "updated", "deleted", "transition"} <= made.keys()
+    for key in cat.partitions:  # spread evenly: 80 changes over 8 partitions
+        after = {i["id"]: i for i in cat.images(*key)}
+        touched = {i for i in after if after[i] != before[key].get(i)}
+        touched |= before[key].keys() - after.keys()
+        assert 1 <= len(touched) <= 10
+        assert all(after[i]["updated_at"] == "2027-01-15T08:00:01Z" for i in touched if i in after)
+    # the same seed, the same changes
+    twin = Catalog(regions=[REGION, "r2"], images_per_partition=100, seed=5, clock=clock)
+    assert twin.mutate(80, random.Random(2)) == made
+    assert all(twin.images(*key) == cat.images(*key) for key in cat.partitions)
+
+
 def test_served_bytes_follow_every_change_and_the_cache_stays_bounded() -> None:
     import orjson
 
