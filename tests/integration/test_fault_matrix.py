@@ -188,6 +188,13 @@ def without_an_id(handler: ListingHandler, seen: Seen) -> Answer:
     return Answer(200, doc)
 
 
+def fifty_megabyte_page(handler: ListingHandler, seen: Seen) -> Answer:
+    """Page 2 as it is, padded to 50 MB: over the client's default cap (32 MiB)."""
+    doc = page_of(handler, seen)
+    doc["images"][0] = {**doc["images"][0], "description": "x" * (50 * 2**20)}
+    return Answer(200, doc)
+
+
 def empty_page(handler: ListingHandler, seen: Seen) -> Answer:
     return Answer(200, {"images": [], "page_info": {}})
 
@@ -216,6 +223,7 @@ PAGE_FAULTS = {
         kind="status_changed",  # its status 5 is no status
     ),
     "an image with a 10 MB name": PageFault(change=ten_megabyte_name, outcome="ok"),
+    "a 50 MB page": PageFault(fifty_megabyte_page),
     "the same id on two pages": PageFault(repeat_an_id),
     "a marker that does not advance": PageFault(same_page_again),
     "an empty page in the middle of a partition": PageFault(empty_page, outcome="ok"),

@@ -117,6 +117,7 @@ async def test_a_burst_of_streams_never_passes_max_streams(
                 r.release()
 
 
+@pytest.mark.no_replay_check("hand-made events (one image updated 8,000 times) fill the stream")
 async def test_a_slow_reader_holds_a_bounded_buffer(db: str, conn: asyncpg.Connection) -> None:
     """A stream whose client reads nothing while 8,000 events (~3 MB of frames) arrive: the
     server's unsent bytes for it stay within one batch plus the transport's high-water mark,

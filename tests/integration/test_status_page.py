@@ -155,6 +155,7 @@ async def assert_event_shown_within_2s(page: Any, conn: asyncpg.Connection) -> N
     assert time.monotonic() - began < 2.0
 
 
+@pytest.mark.no_replay_check("hand-made events without their image rows")
 async def test_status_page_shows_partitions_and_follows_the_feed(
     db: str, conn: asyncpg.Connection, sim: Simulator, browser: Any
 ) -> None:
@@ -179,6 +180,7 @@ async def test_status_page_shows_partitions_and_follows_the_feed(
         assert seqs == sorted(seqs, reverse=True)  # in commit order, newest first
 
 
+@pytest.mark.no_replay_check("hand-made events without their image rows")
 async def test_status_page_asks_for_the_token(
     db: str, conn: asyncpg.Connection, sim: Simulator, browser: Any
 ) -> None:
