@@ -27,7 +27,9 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -58,6 +60,8 @@ from bench.fetch import Fetched, client_only, fetch_only
 from syncer.records import COLUMNS, to_records
 from syncer.store.embedded import EmbeddedPostgres
 from syncer.store.migrate import migrate
+
+RESULTS = Path(__file__).resolve().parent / "results"
 
 REGIONS = [f"bench-{i}" for i in range(1, 6)]
 TYPES = ("gold", "private", "shared", "market")
@@ -371,7 +375,13 @@ async def run() -> SuiteResult:
         f"{os.cpu_count()} cores",
         flush=True,
     )
-    with EmbeddedPostgres(durable=True) as pg:
+    # Statements slower than 2 s have their plans logged (auto_explain, without ANALYZE: no
+    # cost to the others); they are copied beside the results when there are any.
+    slow = {
+        "session_preload_libraries": "auto_explain",
+        "auto_explain.log_min_duration": "2s",
+    }
+    with EmbeddedPostgres(durable=True, settings=slow) as pg:
         admin = pg.dsn
         conn = await asyncpg.connect(admin)
         await conn.execute("CREATE DATABASE bench_template")
@@ -380,6 +390,12 @@ async def run() -> SuiteResult:
         meter = CpuMeter(pg.pid)
         base = await measure_size(admin, meter, BASE, base=True)
         large = await measure_size(admin, meter, LARGE, base=False)
+        log = (pg.root / "postgres.log").read_text(errors="replace")
+        if "duration:" in log:
+            RESULTS.mkdir(exist_ok=True)
+            kept = RESULTS / f"slow-plans-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.log"
+            kept.write_text(log)
+            say(f"statements over 2 s: their plans are in {kept}")
     result.checks = checks(base, large)
     result.figures = {"base": base.to_json(), "large": large.to_json()}
     result.cpu = meter.uses

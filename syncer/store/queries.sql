@@ -65,7 +65,8 @@ WHERE id = $1 AND outcome = 'running';
 -- 16-byte content hashes as one bytea, end to end ($4): a Python list bound as an array costs
 -- the driver two isinstance checks against abstract classes per element.
 -- This form (delta passes) probes the primary key per image: a delta page's images are spread
--- over the whole partition. LATERAL … LIMIT 1 keeps it a probe whatever the statistics say.
+-- over the whole partition. LATERAL … LIMIT 1 keeps it a probe whatever the statistics say,
+-- and (SELECT $1) keeps it a probe by (region, image_id): see page_prefilter_range.
 WITH page AS (
     SELECT p.image_id, substring($4::bytea FROM p.ord::int * 16 - 15 FOR 16) AS content_hash, p.ord
     FROM json_array_elements_text($3::json) WITH ORDINALITY AS p(image_id, ord)
@@ -75,7 +76,8 @@ WITH page AS (
     SELECT p.ord, r.image_id IS NOT NULL AS known FROM page p
     LEFT JOIN LATERAL (
         SELECT r.image_id, r.content_hash, r.deleted_at, r.missed_sweeps, r.image_type
-        FROM ims.image_rows r WHERE r.region = $1 AND r.image_id = p.image_id LIMIT 1
+        FROM ims.image_rows r WHERE r.region = (SELECT $1::text) AND r.image_id = p.image_id
+        LIMIT 1
     ) r ON true
     WHERE r.image_id IS NULL
        OR r.content_hash <> p.content_hash
@@ -110,9 +112,15 @@ WITH page AS (
 -- stays one: as EXISTS, a generic plan built on stale mid-sync statistics hashed it instead —
 -- every page of a first sync read the region's whole table (auto_explain at 500,000 rows:
 -- 198,500 heap rows, 610 ms per page), a first sync quadratic in the region's size.
+-- The region is compared to (SELECT $1), a value the planner cannot see: statistics taken
+-- before the region had rows (autoanalyze lags a first sync) price `region = '<it>'` at one
+-- row, and the planner then entered an index by region alone — the smaller partition index —
+-- with image_id a mere filter: every probe read the region's whole index (auto_explain at
+-- 1,000,000 images: 4-6 s per page). tests/integration/test_probe_plans.py sets that trap.
 SELECT w.ord, k.image_id IS NOT NULL AS known FROM wanted w
 LEFT JOIN LATERAL (
-    SELECT r.image_id FROM ims.image_rows r WHERE r.region = $1 AND r.image_id = w.image_id
+    SELECT r.image_id FROM ims.image_rows r
+    WHERE r.region = (SELECT $1::text) AND r.image_id = w.image_id
     LIMIT 1
 ) k ON true;
 
