@@ -90,7 +90,7 @@ async def measure(dsn: str, daemon: psutil.Process) -> tuple[float, int]:
 def main() -> bool:
     with (
         EmbeddedPostgres(durable=True) as pg,
-        simulator_process(REGIONS, 2000) as endpoint,
+        simulator_process(REGIONS, 2000) as sim,
     ):
         asyncio.run(migrate(pg.dsn))
         port = free_port()
@@ -100,7 +100,7 @@ def main() -> bool:
                 "-m",
                 "syncer",
                 "--config",
-                str(config(pg.dsn, endpoint, port)),
+                str(config(pg.dsn, sim.endpoint, port)),
                 "run",
             ],
             stdout=subprocess.DEVNULL,

@@ -80,18 +80,22 @@ async def test_replicas_share_the_partitions_and_take_over_a_killed_one(
 
         victim = daemons[0]
         victim_worker = f"{socket.gethostname()}:{victim.pid}"
-        # kill it while it runs a pass if one shows up soon (the slow path), else anyway
+        # every answer slow for a moment: a pass the victim is seen running is still running
+        # when it is killed (passes are quick; the kill must land inside one)
+        hold = FaultRule("slow", delay=2.0)
+        sim.faults.rules.append(hold)
         await until(
             lambda: conn.fetchval(
                 "SELECT count(*) FROM ims.sync_runs WHERE outcome = 'running' AND worker = $1",
                 victim_worker,
             ),
-            10,
+            30,
             "the victim running a pass",
             step=0.05,
         )
         killed_at = await conn.fetchval("SELECT clock_timestamp()")
         await victim.kill()
+        sim.faults.rules.remove(hold)
 
         # its open runs closed (failed, replica gone) and every partition fully swept again
         await until(
