@@ -130,7 +130,8 @@ LEFT JOIN LATERAL (
 WITH old AS (
     SELECT r.* FROM sync_stage s CROSS JOIN LATERAL (
         SELECT r.image_id, r.status, r.raw, r.content_hash, r.deleted_at
-        FROM ims.image_rows r WHERE r.region = $1 AND r.image_id = s.image_id LIMIT 1
+        FROM ims.image_rows r WHERE r.region = (SELECT $1::text) AND r.image_id = s.image_id
+        LIMIT 1  -- (SELECT $1): a probe by (region, image_id) under stale statistics, see above
     ) r
 ), up AS (
     INSERT INTO ims.image_rows AS r (

@@ -69,6 +69,9 @@ async def test_the_known_probe_uses_the_primary_key_under_stale_statistics(db: s
                 "EXPLAIN (FORMAT JSON) " + sql("page_prefilter_range"),
                 "new", "gold", ids, hashes, True, first, last,
             )),
+            "page_upsert": (await conn.fetchval(
+                "EXPLAIN (FORMAT JSON) " + sql("page_upsert"), "new", "gold",
+            )),
         }  # fmt: skip
     finally:
         await conn.close()
