@@ -28,7 +28,7 @@ typecheck: $(STAMP)
 pytest: $(STAMP)
 	$(BIN)/pytest
 
-bench: $(STAMP)         # the full run: every figure of docs/performance.md (~20 min here)
+bench: $(STAMP)         # the full run: every figure of docs/performance.md (~15 min here)
 	$(BIN)/python -m bench
 
 bench-quick: $(STAMP)   # smaller catalogs, one repeat: for everyday checks (< 2 min)
