@@ -27,7 +27,6 @@ SUITES = [
     "bench.bench_daemon",
     "bench.bench_feed",
 ]
-RESULTS = Path(__file__).resolve().parent / "results"
 
 
 def machine() -> dict[str, object]:
@@ -64,7 +63,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.quick:
         os.environ["BENCH_QUICK"] = "1"  # read by bench.common at import
-    from bench.common import Check, SuiteResult  # (after BENCH_QUICK is set)
+    from bench.common import RESULTS  # (after BENCH_QUICK is set)
 
     began = time.monotonic()
     started = datetime.datetime.now(datetime.UTC)
@@ -89,10 +88,6 @@ def main() -> int:
         module = importlib.import_module(name if name.startswith("bench.") else f"bench.{name}")
         print(f"\n=== {module.__name__.removeprefix('bench.')} ===", flush=True)
         result = module.main()
-        if not isinstance(result, SuiteResult):  # a suite that prints its own [ok]/[MISS]
-            short = module.__name__.removeprefix("bench.")
-            ok = not result  # its exit status
-            result = SuiteResult(short, [Check(short, "see its lines above", ok)])
         suites[result.name] = result.to_json()
         failed += 0 if result.ok else 1
     checks = [c for s in suites.values() for c in s["checks"]]  # type: ignore[attr-defined]

@@ -22,7 +22,7 @@ from pathlib import Path
 import asyncpg
 import psutil
 
-from bench.common import free_port, simulator_process, wait_port
+from bench.common import Check, SuiteResult, free_port, simulator_process, wait_port
 from syncer.store.embedded import EmbeddedPostgres
 from syncer.store.migrate import migrate
 
@@ -87,7 +87,7 @@ async def measure(dsn: str, daemon: psutil.Process) -> tuple[float, int]:
     return share, await passes_between(dsn, began_wall, time.time())
 
 
-def main() -> bool:
+def main() -> SuiteResult:
     with (
         EmbeddedPostgres(durable=True) as pg,
         simulator_process(REGIONS, 2000) as sim,
@@ -117,14 +117,17 @@ def main() -> bool:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(40)
-    ok = share < TARGET
-    print(
+    check = Check(
+        "daemon",
         f"idle daemon, {PARTITIONS} partitions, {WINDOW:.0f} s after its first sweeps: "
         f"{share * 100:.2f}% of one core ({passes} passes in the window) "
-        f"(target < {TARGET * 100:.0f}%) [{'ok' if ok else 'MISS'}]"
+        f"(target < {TARGET * 100:.0f}%)",
+        share < TARGET,
+        {"cpu_share": round(share, 5), "passes": passes},
     )
-    return not ok
+    print(check.line())
+    return SuiteResult("bench_daemon", [check])
 
 
 if __name__ == "__main__":
-    sys.exit(int(main()))
+    sys.exit(0 if main().ok else 1)

@@ -34,7 +34,7 @@ import asyncpg
 import orjson
 import psutil
 
-from bench.common import free_port, wait_port
+from bench.common import Check, SuiteResult, free_port, wait_port
 from syncer.store.embedded import EmbeddedPostgres
 from syncer.store.migrate import migrate
 
@@ -241,7 +241,7 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p * len(xs)))]
 
 
-async def run() -> bool:
+async def run() -> SuiteResult:
     with contextlib.ExitStack() as stack, EmbeddedPostgres(durable=True) as pg:
         await migrate(pg.dsn)
         port = free_port()
@@ -303,12 +303,12 @@ async def run() -> bool:
         f"writer committed 10-event transactions: median commit {commit_median * 1000:.1f} ms, "
         f"worst {commit_worst * 1000:.1f} ms"
     )
-    return all(ok for _, ok in checks)
+    return SuiteResult("bench_feed", [Check("feed", text, ok) for text, ok in checks])
 
 
-def main() -> int:
-    return 0 if asyncio.run(run()) else 1
+def main() -> SuiteResult:
+    return asyncio.run(run())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(0 if main().ok else 1)

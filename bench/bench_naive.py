@@ -178,11 +178,7 @@ async def run() -> SuiteResult:
                 {"ratio": round(ratio, 2), "naive_s": naive, "syncer_s": syncer},
             )
         )
-    print("  cpu per figure (cores busy over its measured steps):")
-    for label, use in meter.uses.items():
-        print(f"    {label:<38} {use.line()}")
-    for c in result.checks:
-        print(f"  {c.line()}")
+    result.report(width=38)
     return result
 
 

@@ -29,7 +29,6 @@ import os
 import sys
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,6 +38,7 @@ from bench.common import (
     MB,
     QUICK,
     REPEATS,
+    RESULTS,
     Check,
     CpuMeter,
     SimulatorProcess,
@@ -60,8 +60,6 @@ from bench.fetch import Fetched, client_only, fetch_only
 from syncer.records import COLUMNS, to_records
 from syncer.store.embedded import EmbeddedPostgres
 from syncer.store.migrate import migrate
-
-RESULTS = Path(__file__).resolve().parent / "results"
 
 REGIONS = [f"bench-{i}" for i in range(1, 6)]
 TYPES = ("gold", "private", "shared", "market")
@@ -399,11 +397,7 @@ async def run() -> SuiteResult:
     result.checks = checks(base, large)
     result.figures = {"base": base.to_json(), "large": large.to_json()}
     result.cpu = meter.uses
-    print("  cpu per figure (cores busy over its measured steps):")
-    for label, use in meter.uses.items():
-        print(f"    {label:<26} {use.line()}")
-    for c in result.checks:
-        print(f"  {c.line()}")
+    result.report(width=26)
     return result
 
 

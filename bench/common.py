@@ -23,6 +23,7 @@ import asyncpg
 import psutil
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
+RESULTS = Path(__file__).resolve().parent / "results"  # JSON of each run (git-ignored)
 REPEATS = int(os.environ.get("BENCH_REPEATS", "1" if QUICK else "3"))
 MB = 1024 * 1024
 
@@ -353,6 +354,14 @@ class SuiteResult:
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.checks)
+
+    def report(self, width: int) -> None:
+        """Print the CPU line of every figure, then every check."""
+        print("  cpu per figure (cores busy over its measured steps):")
+        for label, use in self.cpu.items():
+            print(f"    {label:<{width}} {use.line()}")
+        for c in self.checks:
+            print(f"  {c.line()}")
 
     def to_json(self) -> dict[str, Any]:
         return {

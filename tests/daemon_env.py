@@ -70,6 +70,22 @@ listen = "127.0.0.1:{port}"
     return path
 
 
+def daemon_for(
+    tmp_path: Path, db: str, sim: Any, regions: list[str], name: str, **sync: Any
+) -> Daemon:
+    """A daemon (not started) syncing ``regions`` of the in-process simulator ``sim`` into
+    ``db``, on a free port, its config and log named after ``name`` in ``tmp_path``."""
+    config = daemon_config(
+        tmp_path / f"{name}.toml",
+        dsn=db,
+        endpoint=sim.endpoint_template,
+        regions=regions,
+        port=free_port(),
+        **sync,
+    )
+    return Daemon(config, tmp_path / f"{name}.log")
+
+
 class Daemon:
     """One `syncer run` process; its log goes to a file (read it with ``log()``)."""
 

@@ -16,11 +16,8 @@ import asyncio
 import contextlib
 import os
 import random
-import shutil
 import signal
-import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -60,15 +57,6 @@ HOSTILE = [
     "/v1/events?since=0&since=now",
     "/v1/nope",
 ]
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """A folder the server's OS user can reach (pytest's tmp_path is private)."""
-    path = Path(tempfile.mkdtemp(prefix="syncer-soak-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @dataclass

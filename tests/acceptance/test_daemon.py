@@ -18,8 +18,7 @@ from syncer.simulator import Catalog, FaultRule, Simulator
 from tests.daemon_env import (
     Daemon,
     assert_events_replay_to_the_state,
-    daemon_config,
-    free_port,
+    daemon_for,
     overlapping_runs,
     until,
 )
@@ -41,15 +40,7 @@ async def conn(db: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 def daemon(tmp_path: Path, db: str, sim: Simulator, name: str = "d", **sync: object) -> Daemon:
-    config = daemon_config(
-        tmp_path / f"{name}.toml",
-        dsn=db,
-        endpoint=sim.endpoint_template,
-        regions=REGIONS,
-        port=free_port(),
-        **sync,
-    )
-    return Daemon(config, tmp_path / f"{name}.log")
+    return daemon_for(tmp_path, db, sim, REGIONS, name, **sync)
 
 
 async def db_equals_catalog(conn: asyncpg.Connection, sim: Simulator) -> bool:

@@ -15,7 +15,7 @@ import orjson
 import pytest
 
 from syncer.simulator import Catalog, Simulator
-from tests.daemon_env import Daemon, daemon_config, free_port, until
+from tests.daemon_env import Daemon, daemon_for, until
 
 REGIONS = ["cn-north-4", "ap-southeast-1"]
 
@@ -28,15 +28,7 @@ async def conn(db: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 def replica(tmp_path: Path, db: str, sim: Simulator, name: str, **sync: object) -> Daemon:
-    config = daemon_config(
-        tmp_path / f"{name}.toml",
-        dsn=db,
-        endpoint=sim.endpoint_template,
-        regions=REGIONS,
-        port=free_port(),
-        **sync,
-    )
-    return Daemon(config, tmp_path / f"{name}.log")
+    return daemon_for(tmp_path, db, sim, REGIONS, name, **sync)
 
 
 async def follow(url: str, last_id: str | None, got: list[int], stop_after: float) -> str | None:

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import asyncpg
 import orjson
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from syncer.simulator import Catalog, Simulator
@@ -39,15 +35,6 @@ async def equal(conn: asyncpg.Connection, sim: Simulator) -> bool:
         if {r["image_id"]: orjson.loads(r["raw"]) for r in rows} != want:
             return False
     return True
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """A folder the server's OS user can reach (pytest's tmp_path is private)."""
-    path = Path(tempfile.mkdtemp(prefix="syncer-outage-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 async def test_postgres_stopped_under_a_running_daemon(tmp_path: Path, scratch: Path) -> None:

@@ -16,8 +16,7 @@ from syncer.simulator import Catalog, FaultRule, Simulator
 from tests.daemon_env import (
     Daemon,
     assert_events_replay_to_the_state,
-    daemon_config,
-    free_port,
+    daemon_for,
     overlapping_runs,
     until,
 )
@@ -43,15 +42,7 @@ async def conn(db: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 def replica(tmp_path: Path, db: str, sim: Simulator, name: str) -> Daemon:
-    config = daemon_config(
-        tmp_path / f"{name}.toml",
-        dsn=db,
-        endpoint=sim.endpoint_template,
-        regions=REGIONS,
-        port=free_port(),
-        lease_ttl="3s",
-    )
-    return Daemon(config, tmp_path / f"{name}.log")
+    return daemon_for(tmp_path, db, sim, REGIONS, name, lease_ttl="3s")
 
 
 @pytest.mark.parametrize("replicas", [2, 3])

@@ -22,10 +22,8 @@ import base64
 import contextlib
 import os
 import re
-import shutil
 import signal
 import sys
-import tempfile
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +33,6 @@ from urllib.parse import quote, quote_plus
 import aiohttp
 import asyncpg
 import orjson
-import pytest
 
 from syncer.simulator import Catalog, Simulator
 from syncer.store.embedded import EmbeddedPostgres
@@ -118,15 +115,6 @@ class Captured:
                         context = haystack[max(0, at - 80) : at + len(needle) + 40]
                         found.append(f"{label} in {where}: …{context}…")
         return found
-
-
-@pytest.fixture
-def scratch() -> Iterator[Path]:
-    """A folder the server's OS user can reach (pytest's tmp_path is private)."""
-    path = Path(tempfile.mkdtemp(prefix="syncer-secrets-"))
-    path.chmod(0o755)
-    yield path
-    shutil.rmtree(path, ignore_errors=True)
 
 
 @contextlib.contextmanager

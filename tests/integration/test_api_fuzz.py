@@ -31,6 +31,7 @@ from syncer.sync.engine import run_passes
 from syncer.sync.partitions import Partition
 from tests.budget import FUZZ, FUZZ_EXAMPLES
 from tests.scripted_ims import Answer, ListingHandler, ScriptedIms, Seen, image, images_at
+from tests.strategies import json_values as any_json
 
 REGION = "cn-north-4"
 FIELDS = [
@@ -45,20 +46,7 @@ async def instantly(seconds: float) -> None:
 
 
 def json_values(max_leaves: int = 6) -> st.SearchStrategy[Any]:
-    scalars = (
-        st.none()
-        | st.booleans()
-        | st.integers(-(2**63), 2**63 - 1)
-        | st.floats(allow_nan=False, allow_infinity=False)
-        | st.text(max_size=20)
-    )
-    return st.recursive(
-        scalars,
-        lambda inner: (
-            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-        ),
-        max_leaves=max_leaves,
-    )
+    return any_json(max_leaves=max_leaves, max_text=20)
 
 
 @st.composite

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import aiohttp
 import asyncpg
 import pytest
 from prometheus_client import REGISTRY
 
 from syncer.feed.cursor import decode
-from tests.feed_helpers import Served, get_json, insert_events, serve
+from tests.feed_helpers import Served, get_json, insert_events
 from tests.integration.test_feed_http import assert_one_line_error
 
 pytestmark = pytest.mark.no_replay_check(
     "the feed's transport tests write hand-made events without image rows"
 )
-
-
-@pytest.fixture
-async def served(db: str) -> AsyncIterator[Served]:
-    async with serve(db) as s:
-        yield s
 
 
 async def test_store_read_list_delete(db: str, served: Served) -> None:

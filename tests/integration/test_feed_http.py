@@ -63,18 +63,6 @@ async def conn(db: str) -> AsyncIterator[asyncpg.Connection]:
         await c.close()
 
 
-@pytest.fixture
-async def served(db: str) -> AsyncIterator[Served]:
-    async with serve(db) as s:
-        yield s
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 async def test_event_json_is_the_contract(
     conn: asyncpg.Connection, served: Served, http: aiohttp.ClientSession
 ) -> None:

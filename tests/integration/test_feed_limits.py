@@ -16,18 +16,6 @@ from prometheus_client import REGISTRY
 from tests.feed_helpers import Served, insert_events, serve, until, with_tuning
 
 
-@pytest.fixture
-async def served(db: str) -> AsyncIterator[Served]:
-    async with serve(db) as s:
-        yield s
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
-
-
 def sample(name: str, **labels: str) -> float:
     return REGISTRY.get_sample_value(name, labels) or 0.0
 

@@ -33,6 +33,7 @@ from syncer.store.pool import sync_pool
 from syncer.store.verify import verify_replay
 from syncer.sync.partitions import Partition
 from tests.budget import PROPERTY, PROPERTY_EXAMPLES
+from tests.strategies import json_values
 from tests.sync_env import REGIONS, Env, assert_db_equals_catalog
 
 REGION = REGIONS[0]
@@ -191,23 +192,6 @@ async def test_property_a_quiet_sweep_after_any_changes_equals_the_catalog(
 
 FIELDS = ["name", "status", "min_ram", "tags", "protected", "__os_type", "size", "x", "__extra"]
 IMAGE_ID = "00000000-0000-4000-8000-000000000001"
-
-
-def json_values() -> st.SearchStrategy[Any]:
-    scalars = (
-        st.none()
-        | st.booleans()
-        | st.integers(-(2**63), 2**63 - 1)
-        | st.floats(allow_nan=False, allow_infinity=False)
-        | st.text(max_size=12)
-    )
-    return st.recursive(
-        scalars,
-        lambda inner: (
-            st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3)
-        ),
-        max_leaves=8,
-    )
 
 
 @st.composite

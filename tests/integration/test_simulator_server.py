@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -24,12 +23,6 @@ from syncer.simulator import Catalog, FaultRule, Simulator
 REGIONS = ("cn-north-4", "ap-southeast-1")
 AK, SK = "AKSIM0000000000000001", "SKsim-secret"
 PROJECT = "0605767e5f0025bd2f81c00c2e9c0d30"
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as session:
-        yield session
 
 
 async def get(
